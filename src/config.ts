@@ -1,0 +1,203 @@
+/**
+ * The single place that reads `process.env`. Each loader returns a frozen, typed config, or throws
+ * a {@link ConfigError} whose one-line message names the variable and what it expects. Values of
+ * secret variables are never echoed.
+ */
+import { isIP } from 'node:net';
+import { isRegion, REGION_NAMES, type Region, regionBaseUrl } from './tim/regions.js';
+
+/** A bad or missing setting. The CLI prints the message and exits with code 2. */
+export class ConfigError extends Error {
+  readonly code = 'CONFIG_INVALID';
+  readonly variable: string;
+  constructor(variable: string, expectation: string) {
+    super(`${variable} ${expectation}`);
+    this.variable = variable;
+  }
+}
+
+type Env = Record<string, string | undefined>;
+
+const SECRET_VARS = new Set(['TIM_SECRET_KEY', 'TIM_USERSIG', 'ADMIN_TOKEN', 'TIM_CALLBACK_TOKEN', 'DATABASE_URL']);
+
+function shown(name: string, raw: string): string {
+  return SECRET_VARS.has(name) ? '(value hidden)' : JSON.stringify(raw.length > 80 ? `${raw.slice(0, 80)}…` : raw);
+}
+
+function str(env: Env, name: string): string | undefined {
+  const v = env[name]?.trim();
+  return v === undefined || v === '' ? undefined : v;
+}
+
+function int(env: Env, name: string, def: number, min: number, max: number): number {
+  const raw = str(env, name);
+  if (raw === undefined) return def;
+  const n = /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
+  if (!Number.isSafeInteger(n) || n < min || n > max) {
+    throw new ConfigError(name, `must be a whole number from ${min} to ${max}, got ${shown(name, raw)}`);
+  }
+  return n;
+}
+
+const DURATION_UNITS: Record<string, number> = { ms: 1, s: 1_000, m: 60_000, h: 3_600_000, d: 86_400_000 };
+
+/** Parses `90`, `90s`, `15m`, `1h`, `500ms`, `1d` (a bare number is seconds) to milliseconds. */
+export function parseDurationMs(raw: string): number | undefined {
+  const m = /^(\d+(?:\.\d+)?)(ms|s|m|h|d)?$/.exec(raw.trim());
+  if (!m) return undefined;
+  return Math.round(Number(m[1]) * DURATION_UNITS[m[2] ?? 's']!);
+}
+
+function duration(env: Env, name: string, defMs: number, minMs: number): number {
+  const raw = str(env, name);
+  if (raw === undefined) return defMs;
+  const ms = parseDurationMs(raw);
+  if (ms === undefined || ms < minMs) {
+    throw new ConfigError(
+      name,
+      `must be a duration like 90s, 15m or 1h (at least ${minMs / 1000}s), got ${shown(name, raw)}`,
+    );
+  }
+  return ms;
+}
+
+function bool(env: Env, name: string, def: boolean): boolean {
+  const raw = str(env, name)?.toLowerCase();
+  if (raw === undefined) return def;
+  if (['1', 'true', 'yes', 'on'].includes(raw)) return true;
+  if (['0', 'false', 'no', 'off'].includes(raw)) return false;
+  throw new ConfigError(name, `must be true or false, got ${shown(name, raw)}`);
+}
+
+/** Database settings. */
+export interface DbConfig {
+  databaseUrl: string;
+  /** `DATABASE_POOL_SIZE`: connections per process. */
+  poolSize: number;
+}
+
+/** Loads `DATABASE_URL` and `DATABASE_POOL_SIZE`. */
+export function loadDbConfig(env: Env = process.env): Readonly<DbConfig> {
+  const databaseUrl = str(env, 'DATABASE_URL');
+  if (!databaseUrl) throw new ConfigError('DATABASE_URL', 'is required, e.g. postgres://user:pass@host:5432/db');
+  if (!/^postgres(ql)?:\/\//.test(databaseUrl)) {
+    throw new ConfigError('DATABASE_URL', 'must start with postgres:// or postgresql://');
+  }
+  return Object.freeze({ databaseUrl, poolSize: int(env, 'DATABASE_POOL_SIZE', 16, 1, 1000) });
+}
+
+/** Tencent IM settings. */
+export interface TimConfig {
+  sdkAppId: number;
+  identifier: string;
+  /** Exactly one of these two. */
+  secretKey?: string;
+  userSig?: string;
+  region: Region;
+  baseUrl: string;
+  /** `TIM_RATE_LIMIT`: friend_get calls per second, summed over all replicas. */
+  rateLimitPerSecond: number;
+  /** `TIM_TIMEOUT_MS`: whole-call timeout; must exceed Tencent's own 3 s. */
+  timeoutMs: number;
+  /** `TIM_USERSIG_TTL`: validity of generated UserSigs. */
+  userSigTtlSeconds: number;
+}
+
+function isLoopbackHost(host: string): boolean {
+  const h = host.replace(/^\[|\]$/g, '');
+  return h === 'localhost' || h === '::1' || (isIP(h) === 4 && h.startsWith('127.'));
+}
+
+/** Loads the `TIM_*` settings. */
+export function loadTimConfig(env: Env = process.env): Readonly<TimConfig> {
+  const appRaw = str(env, 'TIM_SDKAPPID');
+  if (!appRaw) throw new ConfigError('TIM_SDKAPPID', "is required: the app's SDKAppID from the IM console");
+  const sdkAppId = int(env, 'TIM_SDKAPPID', 0, 1, 2 ** 32 - 1);
+
+  const identifier = str(env, 'TIM_IDENTIFIER') ?? 'administrator';
+  if (Buffer.byteLength(identifier) > 32) throw new ConfigError('TIM_IDENTIFIER', 'must be at most 32 bytes');
+
+  const secretKey = str(env, 'TIM_SECRET_KEY');
+  const userSig = str(env, 'TIM_USERSIG');
+  if ((secretKey === undefined) === (userSig === undefined)) {
+    throw new ConfigError('TIM_SECRET_KEY', 'or TIM_USERSIG must be set, exactly one of the two');
+  }
+
+  const regionRaw = str(env, 'TIM_REGION') ?? 'china';
+  if (!isRegion(regionRaw)) {
+    throw new ConfigError('TIM_REGION', `must be one of ${REGION_NAMES.join('|')}, got ${shown('TIM_REGION', regionRaw)}`);
+  }
+
+  let baseUrl = regionBaseUrl(regionRaw);
+  const baseRaw = str(env, 'TIM_BASE_URL');
+  if (baseRaw) {
+    let url: URL;
+    try {
+      url = new URL(baseRaw);
+    } catch {
+      throw new ConfigError('TIM_BASE_URL', `must be a URL like https://proxy.example:8443, got ${shown('TIM_BASE_URL', baseRaw)}`);
+    }
+    if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+      throw new ConfigError('TIM_BASE_URL', 'must use https:// (or http:// to a loopback address)');
+    }
+    // The URL carries the UserSig, so it must not cross a network in clear text unless asked for.
+    if (url.protocol === 'http:' && !isLoopbackHost(url.hostname) && !bool(env, 'TIM_ALLOW_INSECURE_HTTP', false)) {
+      throw new ConfigError(
+        'TIM_BASE_URL',
+        'uses plain http:// to a non-loopback host; use https:// or set TIM_ALLOW_INSECURE_HTTP=true',
+      );
+    }
+    if (url.search || url.hash) throw new ConfigError('TIM_BASE_URL', 'must not carry a query string or fragment');
+    baseUrl = baseRaw.replace(/\/+$/, '');
+  }
+
+  return Object.freeze({
+    sdkAppId,
+    identifier,
+    ...(secretKey ? { secretKey } : {}),
+    ...(userSig ? { userSig } : {}),
+    region: regionRaw,
+    baseUrl,
+    rateLimitPerSecond: int(env, 'TIM_RATE_LIMIT', 200, 1, 100_000),
+    timeoutMs: int(env, 'TIM_TIMEOUT_MS', 8_000, 3_500, 120_000),
+    userSigTtlSeconds: Math.round(duration(env, 'TIM_USERSIG_TTL', 86_400_000, 600_000) / 1000),
+  });
+}
+
+/** Sync settings. */
+export interface SyncConfig {
+  /** `SYNC_CONCURRENCY`: accounts in flight per process. */
+  concurrency: number;
+  /** `SYNC_INTERVAL`: how often an unchanged account is re-checked. */
+  intervalMs: number;
+  /** `SYNC_MAX_PAGES`: pages one pull may take before it is declared endless. */
+  maxPages: number;
+  /** `SYNC_RETRY_ATTEMPTS`: tries per call for transient errors. */
+  retryAttempts: number;
+}
+
+/** Loads the `SYNC_*` settings. */
+export function loadSyncConfig(env: Env = process.env): Readonly<SyncConfig> {
+  return Object.freeze({
+    concurrency: int(env, 'SYNC_CONCURRENCY', 64, 1, 10_000),
+    intervalMs: duration(env, 'SYNC_INTERVAL', 3_600_000, 1_000),
+    maxPages: int(env, 'SYNC_MAX_PAGES', 100, 1, 10_000),
+    retryAttempts: int(env, 'SYNC_RETRY_ATTEMPTS', 4, 1, 20),
+  });
+}
+
+/** Logging settings. */
+export interface LogConfig {
+  level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+}
+
+const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
+
+/** Loads `LOG_LEVEL`. */
+export function loadLogConfig(env: Env = process.env): Readonly<LogConfig> {
+  const raw = (str(env, 'LOG_LEVEL') ?? 'info').toLowerCase();
+  if (!(LEVELS as readonly string[]).includes(raw)) {
+    throw new ConfigError('LOG_LEVEL', `must be one of ${LEVELS.join('|')}, got ${shown('LOG_LEVEL', raw)}`);
+  }
+  return Object.freeze({ level: raw as LogConfig['level'] });
+}

@@ -1,0 +1,161 @@
+/**
+ * The `tim.accounts` table: which accounts are mirrored, their sequences and sync state.
+ */
+import { type Kysely, sql } from 'kysely';
+import type { AccountStatus, Database } from './schema.js';
+
+/** What a sync needs to know about one account. */
+export interface AccountSyncState {
+  accountId: string;
+  /** Sequences of the last committed pull; null until the first one (or after `resync --full`). */
+  standardSequence: number | null;
+  customSequence: number | null;
+  status: AccountStatus;
+}
+
+/** Rows per INSERT when adding many accounts: keeps one statement's parameters and memory bounded. */
+export const ACCOUNT_BATCH_SIZE = 5_000;
+
+/**
+ * Adds accounts; ids already present are left as they are.
+ * @returns how many were new
+ */
+export async function addAccounts(db: Kysely<Database>, ids: readonly string[]): Promise<number> {
+  let added = 0;
+  for (let i = 0; i < ids.length; i += ACCOUNT_BATCH_SIZE) {
+    const batch = ids.slice(i, i + ACCOUNT_BATCH_SIZE);
+    // One array parameter per batch instead of one per row: stays far below pg's 65535-parameter cap.
+    const res = await sql`
+      INSERT INTO tim.accounts (account_id)
+      SELECT DISTINCT id FROM unnest(${batch}::text[]) AS t(id)
+      ON CONFLICT (account_id) DO NOTHING`.execute(db);
+    added += Number(res.numAffectedRows ?? 0);
+  }
+  return added;
+}
+
+/**
+ * Stops mirroring accounts: deletes them with their friends and tags.
+ * @returns how many existed
+ */
+export async function removeAccounts(db: Kysely<Database>, ids: readonly string[]): Promise<number> {
+  if (ids.length === 0) return 0;
+  const res = await db.deleteFrom('tim.accounts').where('account_id', 'in', [...ids]).executeTakeFirst();
+  return Number(res.numDeletedRows);
+}
+
+/** One row of `accounts list`. */
+export interface AccountListRow {
+  account_id: string;
+  status: AccountStatus;
+  friend_count: number;
+  last_synced_at: Date | null;
+}
+
+/**
+ * Lists accounts in id order, a page at a time (keyset paging), so millions never sit in memory.
+ */
+export async function* listAccounts(
+  db: Kysely<Database>,
+  pageSize = ACCOUNT_BATCH_SIZE,
+): AsyncGenerator<AccountListRow[]> {
+  let after: string | undefined;
+  for (;;) {
+    let q = db
+      .selectFrom('tim.accounts')
+      .select(['account_id', 'status', 'friend_count', 'last_synced_at'])
+      .orderBy('account_id')
+      .limit(pageSize);
+    if (after !== undefined) q = q.where('account_id', '>', after);
+    const rows = await q.execute();
+    if (rows.length === 0) return;
+    yield rows;
+    after = rows[rows.length - 1]!.account_id;
+  }
+}
+
+/** Which accounts a one-shot pass covers. */
+export type AccountSelection = { kind: 'due'; now?: Date } | { kind: 'all' } | { kind: 'ids'; ids: readonly string[] };
+
+/**
+ * Loads the sync state of the selected accounts.
+ * - `due`: active accounts whose `next_sync_at` has come (never-synced ones always are);
+ * - `all`: every account that is not disabled or missing;
+ * - `ids`: exactly those, whatever their state (an explicit request overrides `missing`).
+ */
+export async function selectAccounts(db: Kysely<Database>, sel: AccountSelection): Promise<AccountSyncState[]> {
+  let q = db
+    .selectFrom('tim.accounts')
+    .select(['account_id', 'standard_sequence', 'custom_sequence', 'status'])
+    .orderBy('account_id');
+  if (sel.kind === 'ids') {
+    if (sel.ids.length === 0) return [];
+    q = q.where('account_id', '=', sql<string>`ANY(${[...sel.ids]}::text[])`);
+  } else {
+    q = q.where('status', 'not in', ['disabled', 'missing']);
+    if (sel.kind === 'due') q = q.where('next_sync_at', '<=', sel.now ?? new Date());
+  }
+  const rows = await q.execute();
+  return rows.map((r) => ({
+    accountId: r.account_id,
+    standardSequence: r.standard_sequence,
+    customSequence: r.custom_sequence,
+    status: r.status,
+  }));
+}
+
+/** Ids among `ids` that are not in `tim.accounts`. */
+export async function unknownAccountIds(db: Kysely<Database>, ids: readonly string[]): Promise<string[]> {
+  if (ids.length === 0) return [];
+  const res = await sql<{ id: string }>`
+    SELECT id FROM unnest(${[...ids]}::text[]) AS t(id)
+    WHERE NOT EXISTS (SELECT 1 FROM tim.accounts a WHERE a.account_id = t.id)`.execute(db);
+  return res.rows.map((r) => r.id);
+}
+
+/** When to look at a failed account again. */
+export type RetryAfter =
+  /** A fixed delay, e.g. for a missing account. */
+  | { fixedMs: number }
+  /** base × 2^(failures so far), capped, with jitter: one bad account never crowds out the rest. */
+  | { baseMs: number; capMs: number };
+
+/**
+ * Records a failed attempt. The data and sequences are untouched, so the next pull starts from the
+ * last committed state.
+ */
+export async function recordFailure(
+  db: Kysely<Database>,
+  accountId: string,
+  opts: { status: 'failing' | 'missing'; error: string; retryAfter: RetryAfter },
+): Promise<void> {
+  const delayMs =
+    'fixedMs' in opts.retryAfter
+      ? sql<number>`${opts.retryAfter.fixedMs}::float8`
+      : // Jitter in [0.5, 1.0) of the capped exponential keeps retries of many accounts from lining up.
+        sql<number>`least(${opts.retryAfter.capMs}::float8, ${opts.retryAfter.baseMs}::float8 * power(2, least(failures, 30)))
+                    * (0.5 + random() / 2)`;
+  await db
+    .updateTable('tim.accounts')
+    .set((eb) => ({
+      status: opts.status,
+      last_error: opts.error.slice(0, 1000),
+      last_attempt_at: sql`now()`,
+      failures: eb('failures', '+', 1),
+      next_sync_at: sql`now() + ${delayMs} * interval '1 millisecond'`,
+    }))
+    .where('account_id', '=', accountId)
+    .execute();
+}
+
+/** Account counts by status, for `status` and the demo. */
+export async function countByStatus(db: Kysely<Database>): Promise<Record<AccountStatus, number>> {
+  const rows = await db
+    .selectFrom('tim.accounts')
+    .select(['status', (eb) => eb.fn.countAll<string>().as('n')])
+    .groupBy('status')
+    .execute();
+  const out: Record<AccountStatus, number> = { pending: 0, ok: 0, missing: 0, failing: 0, disabled: 0 };
+  for (const r of rows) out[r.status] = Number(r.n);
+  return out;
+}

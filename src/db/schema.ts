@@ -1,0 +1,56 @@
+/**
+ * The Kysely `Database` interface: the tables as the application sees them.
+ * Column meanings are in migrations/ and the README's "Tables" section.
+ */
+import type { ColumnType, Generated } from 'kysely';
+
+/** Account states. `pending`: never synced; `missing`: Tencent says it does not exist (30003). */
+export type AccountStatus = 'pending' | 'ok' | 'missing' | 'failing' | 'disabled';
+
+/** timestamptz columns read as Date; bigint columns are parsed to number in `db/pool.ts`. */
+type Timestamp = ColumnType<Date, Date | string, Date | string>;
+/** A timestamp column with a database default. */
+type DefaultedTimestamp = ColumnType<Date, Date | string | undefined, Date | string>;
+
+export interface AccountsTable {
+  account_id: string;
+  standard_sequence: number | null;
+  custom_sequence: number | null;
+  friend_count: Generated<number>;
+  status: Generated<AccountStatus>;
+  last_synced_at: Timestamp | null;
+  last_error: string | null;
+  created_at: DefaultedTimestamp;
+  last_attempt_at: Timestamp | null;
+  last_changed_at: Timestamp | null;
+  failures: Generated<number>;
+  next_sync_at: DefaultedTimestamp;
+}
+
+export interface FriendsTable {
+  account_id: string;
+  friend_id: string;
+  remark: string | null;
+  groups: string[] | null;
+  add_source: string | null;
+  add_wording: string | null;
+  add_time: Timestamp | null;
+  first_seen_at: DefaultedTimestamp;
+  updated_at: DefaultedTimestamp;
+}
+
+export interface FriendTagsTable {
+  account_id: string;
+  friend_id: string;
+  tag: string;
+  value: unknown;
+  category: 'standard' | 'custom';
+  updated_at: DefaultedTimestamp;
+}
+
+/** Tables of schema `tim`, addressed as `tim.accounts` etc. */
+export interface Database {
+  'tim.accounts': AccountsTable;
+  'tim.friends': FriendsTable;
+  'tim.friend_tags': FriendTagsTable;
+}

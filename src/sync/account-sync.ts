@@ -1,0 +1,135 @@
+/**
+ * Syncing one account: pull all its pages, then apply them in one transaction together with the
+ * new sequences. Any failure before the commit leaves the mirror and the stored sequences exactly
+ * as they were, so the next attempt simply starts over.
+ */
+import type { Kysely } from 'kysely';
+import { type AccountSyncState, recordFailure } from '../db/accounts.js';
+import { applySnapshot, type NextSync, recordUnchanged, SnapshotConflictError } from '../db/friends.js';
+import type { Database } from '../db/schema.js';
+import { TimApiError, TimError } from '../tim/errors.js';
+import { type FriendGetCall, pullFriends } from '../tim/friend-pull.js';
+import { snapshotFromPull } from './snapshot.js';
+
+/** What syncing one account did. */
+export interface AccountSyncOutcome {
+  accountId: string;
+  /** `unchanged`: one call, no data written; `changed`: data applied; `missing`: 30003; `failed`: see error. */
+  result: 'unchanged' | 'changed' | 'missing' | 'failed';
+  calls: number;
+  friendsWritten: number;
+  tagsWritten: number;
+  durationMs: number;
+  error?: Error;
+}
+
+/** Dependencies and knobs of {@link syncAccount}. */
+export interface AccountSyncDeps {
+  db: Kysely<Database>;
+  /** One friend_get call, already rate-limited and retried. */
+  call: FriendGetCall;
+  maxPages?: number;
+  maxRestarts?: number;
+  /** Backoff of a failing account: base × 2^failures, capped. Default 1 min, capped at 1 h. */
+  failureBackoff?: { baseMs: number; capMs: number };
+  /** When a synced account is due again. */
+  nextSync?: NextSync;
+  /** How long a missing account is left alone before it is checked again. Default 24 h. */
+  missingRecheckMs?: number;
+}
+
+/** Conflicts are retried this many times with fresh state before the account fails this round. */
+const MAX_CONFLICT_RETRIES = 2;
+
+/**
+ * Syncs one account. Never throws for the account's own failures: they are recorded on the account
+ * and returned. It rethrows only what must stop the whole pass: a fatal configuration error, a
+ * UserSig lockout, or an abort.
+ */
+export async function syncAccount(deps: AccountSyncDeps, state: AccountSyncState): Promise<AccountSyncOutcome> {
+  const started = performance.now();
+  const outcome: AccountSyncOutcome = {
+    accountId: state.accountId,
+    result: 'failed',
+    calls: 0,
+    friendsWritten: 0,
+    tagsWritten: 0,
+    durationMs: 0,
+  };
+  let base = { standardSequence: state.standardSequence, customSequence: state.customSequence };
+  // `ask` is what we send; it differs from `base` only after drift, when we ask for everything.
+  let ask = base;
+  try {
+    for (let attempt = 0; ; attempt++) {
+      const pull = await pullFriends(deps.call, {
+        accountId: state.accountId,
+        ...ask,
+        maxPages: deps.maxPages,
+        maxRestarts: deps.maxRestarts,
+      });
+      outcome.calls += pull.calls;
+      try {
+        if (pull.unchanged) {
+          if (!(await recordUnchanged(deps.db, state.accountId, pull.standardSequence, pull.customSequence, deps.nextSync))) {
+            throw new SnapshotConflictError('stale', 'stored sequences changed while pulling');
+          }
+          outcome.result = 'unchanged';
+        } else {
+          const applied = await applySnapshot(deps.db, snapshotFromPull(state.accountId, base, pull), deps.nextSync);
+          outcome.friendsWritten = applied.friendsUpserted + applied.friendsDeleted;
+          outcome.tagsWritten = applied.tagsUpserted + applied.tagsDeleted;
+          outcome.result = 'changed';
+        }
+        break;
+      } catch (err) {
+        if (!(err instanceof SnapshotConflictError) || err.reason === 'gone' || attempt >= MAX_CONFLICT_RETRIES) {
+          throw err;
+        }
+        if (err.reason === 'drift') {
+          // The mirror lacks friends the source has: re-read everything, still on top of `base`.
+          ask = { standardSequence: null, customSequence: null };
+        } else {
+          const fresh = await deps.db
+            .selectFrom('tim.accounts')
+            .select(['standard_sequence', 'custom_sequence'])
+            .where('account_id', '=', state.accountId)
+            .executeTakeFirstOrThrow();
+          base = { standardSequence: fresh.standard_sequence, customSequence: fresh.custom_sequence };
+          ask = base;
+        }
+      }
+    }
+  } catch (err) {
+    if (mustStopPass(err)) throw err;
+    const error = err instanceof Error ? err : new Error(String(err));
+    outcome.error = error;
+    const missing = err instanceof TimApiError && err.retryClass === 'account-missing';
+    outcome.result = missing ? 'missing' : 'failed';
+    if (!(err instanceof SnapshotConflictError && err.reason === 'gone')) {
+      await recordFailure(deps.db, state.accountId, {
+        status: missing ? 'missing' : 'failing',
+        error: describeError(error),
+        retryAfter: missing
+          ? { fixedMs: deps.missingRecheckMs ?? 86_400_000 }
+          : (deps.failureBackoff ?? { baseMs: 60_000, capMs: 3_600_000 }),
+      });
+    }
+  } finally {
+    outcome.durationMs = performance.now() - started;
+  }
+  return outcome;
+}
+
+/** Errors that are not about one account and must stop every call. */
+export function mustStopPass(err: unknown): boolean {
+  if (err instanceof TimError) {
+    return err.retryClass === 'fatal-config' || err.retryClass === 'usersig-lockout' || err.code === 'TIM_ERR_ABORTED';
+  }
+  return (err as { name?: string })?.name === 'AbortError';
+}
+
+/** `code: message`, for `last_error`. Messages of our errors never carry secrets. */
+export function describeError(err: Error): string {
+  const code = (err as { code?: unknown }).code;
+  return typeof code === 'string' ? `${code}: ${err.message}` : err.message;
+}

@@ -1,0 +1,73 @@
+/**
+ * Turning a pull (Tencent's shape) into a snapshot (the mirror's shape). This is where `tim/` and
+ * `db/` meet, so neither has to know the other.
+ */
+import type { AccountSnapshot, FriendRow, TagRow } from '../db/friends.js';
+import type { PullResult } from '../tim/friend-pull.js';
+import { STANDARD_TAGS, tagCategory } from '../tim/friend-get.js';
+
+const COLUMN_TAGS = new Set<string>(Object.values(STANDARD_TAGS));
+
+/**
+ * Builds the snapshot of a complete, changed pull.
+ *
+ * Standard tags with a column become columns; every other tag becomes a tag row of its category.
+ * A category the server did not send is left out entirely, so the apply leaves it untouched.
+ */
+export function snapshotFromPull(
+  accountId: string,
+  base: { standardSequence: number | null; customSequence: number | null },
+  pull: PullResult,
+): AccountSnapshot {
+  const friends: FriendRow[] = [];
+  const standardTags: TagRow[] = [];
+  const customTags: TagRow[] = [];
+  for (const item of pull.items) {
+    const row: FriendRow = {
+      friendId: item.friendId,
+      remark: null,
+      groups: null,
+      addSource: null,
+      addWording: null,
+      addTime: null,
+    };
+    for (const { tag, value } of item.values ?? []) {
+      switch (tag) {
+        // The decoder has checked these types.
+        case STANDARD_TAGS.remark:
+          row.remark = value as string | null;
+          break;
+        case STANDARD_TAGS.group:
+          row.groups = value as string[] | null;
+          break;
+        case STANDARD_TAGS.addSource:
+          row.addSource = value as string | null;
+          break;
+        case STANDARD_TAGS.addWording:
+          row.addWording = value as string | null;
+          break;
+        case STANDARD_TAGS.addTime:
+          row.addTime = value as number | null;
+          break;
+        default:
+          if (COLUMN_TAGS.has(tag)) break;
+          (tagCategory(tag) === 'standard' ? standardTags : customTags).push({
+            friendId: item.friendId,
+            tag,
+            value,
+          });
+      }
+    }
+    friends.push(row);
+  }
+  const snap: AccountSnapshot = {
+    accountId,
+    baseStandardSequence: base.standardSequence,
+    baseCustomSequence: base.customSequence,
+    standardSequence: pull.standardSequence,
+    customSequence: pull.customSequence,
+  };
+  if (pull.standardIncluded) snap.standard = { friends, tags: standardTags };
+  if (pull.customIncluded) snap.custom = { tags: customTags };
+  return snap;
+}

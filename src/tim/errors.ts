@@ -1,0 +1,163 @@
+/**
+ * Typed errors of the Tencent IM client.
+ *
+ * Callers branch on `code` (stable strings, like undici's `UND_ERR_*`) or on `retryClass`,
+ * never on message text. Messages never contain the UserSig, the secret key or the request URL,
+ * because the URL carries the UserSig.
+ */
+
+/**
+ * What a caller should do about an error, decided once here from the TIM `ErrorCode` tables
+ * in tim-api.md:
+ * - `retryable`: transient; retry with backoff.
+ * - `rate-limited`: too frequent; slow the whole process down, then retry.
+ * - `usersig-refresh`: the UserSig expired or was invalidated; make a new one and retry once.
+ * - `usersig-lockout`: too many failed UserSig checks (70050); pause every call for at least 60 s.
+ * - `account-missing`: the account does not exist (30003); mark it missing.
+ * - `fatal-config`: configuration is wrong; stop calling and tell the operator what to fix.
+ * - `bad-response`: the server's answer could not be trusted; nothing from it is applied. Retried,
+ *    since it is usually a truncated body or a proxy page.
+ * - `fatal`: anything else that retrying will not fix for this account.
+ */
+export type RetryClass =
+  | 'retryable'
+  | 'rate-limited'
+  | 'usersig-refresh'
+  | 'usersig-lockout'
+  | 'account-missing'
+  | 'fatal-config'
+  | 'bad-response'
+  | 'fatal';
+
+const RETRYABLE = new Set([30006, 30007, 60008, 70169, 70202, 70500]);
+const RATE_LIMITED = new Set([60007, 60011, 60018, 60019]);
+const USERSIG_REFRESH = new Set([70001, 70052]);
+const FATAL_CONFIG = new Set([
+  30004, 60002, 60003, 60004, 60005, 60006, 60010, 60016, 60020, 60021, 70003, 70005, 70009, 70013, 70014,
+  70016, 70020, 70403,
+]);
+
+/** Maps a TIM `ErrorCode` to what the caller should do about it. */
+export function classifyTimErrorCode(errorCode: number): RetryClass {
+  if (RETRYABLE.has(errorCode)) return 'retryable';
+  if (RATE_LIMITED.has(errorCode)) return 'rate-limited';
+  if (USERSIG_REFRESH.has(errorCode)) return 'usersig-refresh';
+  if (errorCode === 70050) return 'usersig-lockout';
+  if (errorCode === 30003) return 'account-missing';
+  if (FATAL_CONFIG.has(errorCode)) return 'fatal-config';
+  return 'fatal';
+}
+
+/** Operator-facing advice for the fatal-config codes, so the log line says what to fix. */
+const FIX_HINTS: Record<number, string> = {
+  30004: 'TIM_IDENTIFIER must be an app administrator account',
+  60002: 'the request URL was rejected; check TIM_BASE_URL / TIM_REGION',
+  60003: 'the request JSON was rejected; please report this as a bug',
+  60004: 'TIM_IDENTIFIER is not a valid UserID',
+  60005: 'the UserSig was rejected; check TIM_SECRET_KEY or TIM_USERSIG',
+  60006: 'TIM_SDKAPPID is invalid',
+  60010: 'TIM_IDENTIFIER must be an app administrator account',
+  60016: 'the SDKAppID is disabled in the IM console',
+  60020: 'the IM plan has expired',
+  60021: "this machine's IP is not on the app's allowlist",
+  70003: 'the UserSig signature is wrong; TIM_SECRET_KEY may belong to another app',
+  70005: 'the UserSig signature is wrong; TIM_SECRET_KEY may belong to another app',
+  70009: 'the UserSig signature is wrong; TIM_SECRET_KEY may belong to another app',
+  70013: 'TIM_IDENTIFIER differs from the identifier inside TIM_USERSIG',
+  70014: 'TIM_SDKAPPID differs from the SDKAppID inside the UserSig',
+  70016: 'the key was not found: check TIM_SECRET_KEY and TIM_REGION',
+  70020: 'the SDKAppID was not found: check TIM_SDKAPPID and TIM_REGION',
+  70403: 'TIM_IDENTIFIER must be an app administrator account',
+};
+
+/** Base class of every client error. */
+export abstract class TimError extends Error {
+  /** Stable machine-readable code, e.g. `TIM_ERR_API`. */
+  abstract readonly code: string;
+  /** What the caller should do about it. */
+  abstract readonly retryClass: RetryClass;
+
+  constructor(message: string, options?: { cause?: unknown }) {
+    super(message, options);
+    this.name = new.target.name;
+  }
+}
+
+/** The API answered with `ActionStatus: FAIL` / a non-zero `ErrorCode`. */
+export class TimApiError extends TimError {
+  readonly code = 'TIM_ERR_API';
+  readonly retryClass: RetryClass;
+  /** The TIM `ErrorCode`. */
+  readonly errorCode: number;
+  /** The TIM `ErrorInfo` text, cut to a sane length. */
+  readonly errorInfo: string;
+
+  constructor(errorCode: number, errorInfo: string) {
+    const retryClass = classifyTimErrorCode(errorCode);
+    const hint = FIX_HINTS[errorCode];
+    const info = errorInfo.slice(0, 300);
+    super(`Tencent IM error ${errorCode}${info ? `: ${info}` : ''}${hint ? ` (fix: ${hint})` : ''}`);
+    this.errorCode = errorCode;
+    this.errorInfo = info;
+    this.retryClass = retryClass;
+  }
+}
+
+/** A non-200 HTTP status: Tencent answers 200 unless the network in between failed. */
+export class TimHttpError extends TimError {
+  readonly code = 'TIM_ERR_HTTP';
+  readonly retryClass: RetryClass;
+  readonly status: number;
+
+  constructor(status: number) {
+    super(`Tencent IM answered HTTP ${status}`);
+    this.status = status;
+    // 429 is a proxy or gateway telling us to slow down; other 4xx mean the URL is wrong.
+    this.retryClass = status >= 500 ? 'retryable' : status === 429 ? 'rate-limited' : 'fatal-config';
+  }
+}
+
+/** The call did not finish within the client timeout. */
+export class TimTimeoutError extends TimError {
+  readonly code = 'TIM_ERR_TIMEOUT';
+  readonly retryClass = 'retryable' as const;
+  constructor(timeoutMs: number, options?: { cause?: unknown }) {
+    super(`Tencent IM call timed out after ${timeoutMs} ms`, options);
+  }
+}
+
+/** The connection failed or was reset before a full answer arrived. */
+export class TimNetworkError extends TimError {
+  readonly code = 'TIM_ERR_NETWORK';
+  readonly retryClass = 'retryable' as const;
+  constructor(detail: string, options?: { cause?: unknown }) {
+    super(`network error calling Tencent IM: ${detail}`, options);
+  }
+}
+
+/** The answer was not valid JSON or did not have the documented shape. Nothing from it is used. */
+export class TimDecodeError extends TimError {
+  readonly code = 'TIM_ERR_DECODE';
+  readonly retryClass = 'bad-response' as const;
+  constructor(detail: string, options?: { cause?: unknown }) {
+    super(`malformed friend_get response: ${detail}`, options);
+  }
+}
+
+/**
+ * The pages of one pull did not add up: a cursor that repeats, more pages than an account can have,
+ * or sequences that kept moving. Nothing from the pull is used.
+ */
+export class TimPagingError extends TimError {
+  readonly code = 'TIM_ERR_PAGING';
+  readonly retryClass = 'bad-response' as const;
+}
+
+/** The caller's signal aborted the call (shutdown). Not an API failure. */
+export class TimAbortError extends TimError {
+  readonly code = 'TIM_ERR_ABORTED';
+  readonly retryClass = 'fatal' as const;
+  constructor(options?: { cause?: unknown }) {
+    super('Tencent IM call aborted', options);
+  }
+}

@@ -1,0 +1,186 @@
+/**
+ * `v4/sns/friend_get`: request and response types, and the decoder that turns an untrusted body
+ * into a typed page. The decoder never returns a partly valid page: any deviation from the
+ * documented shape is a {@link TimDecodeError}, and a non-zero `ErrorCode` is a {@link TimApiError}.
+ */
+import { TimApiError, TimDecodeError } from './errors.js';
+
+/** The request body. Sequences are omitted to ask for everything. */
+export interface FriendGetRequest {
+  From_Account: string;
+  StartIndex: number;
+  StandardSequence?: number;
+  CustomSequence?: number;
+}
+
+/** Any JSON value, as Tencent sent it. */
+export type JsonValue = string | number | boolean | null | JsonValue[] | { [key: string]: JsonValue };
+
+/** One `{Tag, Value}` pair of a friend. */
+export interface TagValue {
+  tag: string;
+  value: JsonValue;
+}
+
+/** One `UserDataItem`. `values` is undefined when the item had no `ValueItem` at all. */
+export interface FriendItem {
+  friendId: string;
+  values: TagValue[] | undefined;
+}
+
+/** A decoded, validated page. */
+export interface FriendGetPage {
+  items: FriendItem[];
+  standardSequence: number;
+  customSequence: number;
+  /** Tencent's own total; documented as unreliable, so it is informational only. */
+  friendNum: number | undefined;
+  complete: boolean;
+  /** Opaque cursor for the next page; meaningful only when `complete` is false. */
+  nextStartIndex: number;
+}
+
+/** Tag names of the standard (built-in) friend fields. */
+export const STANDARD_TAGS = {
+  group: 'Tag_SNS_IM_Group',
+  remark: 'Tag_SNS_IM_Remark',
+  addSource: 'Tag_SNS_IM_AddSource',
+  addWording: 'Tag_SNS_IM_AddWording',
+  addTime: 'Tag_SNS_IM_AddTime',
+} as const;
+
+/** Prefix of custom friend fields defined in the IM console. */
+export const CUSTOM_TAG_PREFIX = 'Tag_SNS_Custom_';
+/** Prefix of standard fields; an unknown tag with this prefix belongs to the standard category. */
+export const STANDARD_TAG_PREFIX = 'Tag_SNS_IM_';
+
+/**
+ * Which sequence covers a tag. Tencent has two categories; a tag we do not know is placed by its
+ * prefix, and anything without the standard prefix counts as custom, because custom fields are the
+ * ones apps add.
+ */
+export function tagCategory(tag: string): 'standard' | 'custom' {
+  return tag.startsWith(STANDARD_TAG_PREFIX) ? 'standard' : 'custom';
+}
+
+function fail(detail: string): never {
+  throw new TimDecodeError(detail);
+}
+
+function isObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function uint(obj: Record<string, unknown>, field: string, optional = false): number | undefined {
+  const v = obj[field];
+  if (v === undefined && optional) return undefined;
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 0) {
+    fail(`${field} must be a non-negative integer, got ${describe(v)}`);
+  }
+  return v;
+}
+
+/** A short description of a bad value for an error message; never the whole value. */
+function describe(v: unknown): string {
+  if (v === undefined) return 'nothing';
+  if (v === null) return 'null';
+  if (Array.isArray(v)) return 'an array';
+  if (typeof v === 'string') return `a string of ${v.length} chars`;
+  if (typeof v === 'object') return 'an object';
+  return `${typeof v} ${String(v).slice(0, 40)}`;
+}
+
+/**
+ * Decodes one friend_get response body.
+ *
+ * @throws TimApiError when the body reports a failure (`ErrorCode` ≠ 0)
+ * @throws TimDecodeError when the body is not JSON or not of the documented shape
+ */
+export function decodeFriendGetResponse(body: string): FriendGetPage {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(body);
+  } catch {
+    fail(`body is not JSON (${body.length} bytes)`);
+  }
+  if (!isObject(parsed)) fail(`body is ${describe(parsed)}, not an object`);
+
+  const errorCode = parsed['ErrorCode'];
+  if (typeof errorCode !== 'number' || !Number.isSafeInteger(errorCode)) {
+    fail(`ErrorCode must be an integer, got ${describe(errorCode)}`);
+  }
+  const actionStatus = parsed['ActionStatus'];
+  if (errorCode !== 0) {
+    const info = parsed['ErrorInfo'];
+    throw new TimApiError(errorCode, typeof info === 'string' ? info : '');
+  }
+  if (actionStatus !== 'OK') fail(`ActionStatus is ${describe(actionStatus)} with ErrorCode 0`);
+
+  const rawItems = parsed['UserDataItem'];
+  // Tencent omits empty arrays in some answers; a missing list is an empty page, a mistyped one is not.
+  if (rawItems !== undefined && !Array.isArray(rawItems)) fail(`UserDataItem is ${describe(rawItems)}`);
+  const items: FriendItem[] = [];
+  for (const [i, raw] of (rawItems ?? []).entries()) {
+    items.push(decodeItem(raw, i));
+  }
+
+  const completeFlag = uint(parsed, 'CompleteFlag')!;
+  return {
+    items,
+    standardSequence: uint(parsed, 'StandardSequence')!,
+    customSequence: uint(parsed, 'CustomSequence')!,
+    friendNum: uint(parsed, 'FriendNum', true),
+    complete: completeFlag !== 0,
+    // A complete page may carry NextStartIndex 0 or leave it out; only an incomplete one needs it.
+    nextStartIndex: completeFlag !== 0 ? (uint(parsed, 'NextStartIndex', true) ?? 0) : uint(parsed, 'NextStartIndex')!,
+  };
+}
+
+function decodeItem(raw: unknown, i: number): FriendItem {
+  if (!isObject(raw)) fail(`UserDataItem[${i}] is ${describe(raw)}`);
+  const friendId = raw['To_Account'];
+  if (typeof friendId !== 'string' || friendId.length === 0) {
+    fail(`UserDataItem[${i}].To_Account must be a non-empty string, got ${describe(friendId)}`);
+  }
+  const rawValues = raw['ValueItem'];
+  if (rawValues === undefined) return { friendId, values: undefined };
+  if (!Array.isArray(rawValues)) fail(`UserDataItem[${i}].ValueItem is ${describe(rawValues)}`);
+  const values: TagValue[] = [];
+  const seen = new Set<string>();
+  for (const [j, tv] of rawValues.entries()) {
+    if (!isObject(tv)) fail(`UserDataItem[${i}].ValueItem[${j}] is ${describe(tv)}`);
+    const tag = tv['Tag'];
+    if (typeof tag !== 'string' || tag.length === 0) {
+      fail(`UserDataItem[${i}].ValueItem[${j}].Tag must be a non-empty string, got ${describe(tag)}`);
+    }
+    if (seen.has(tag)) fail(`UserDataItem[${i}] repeats Tag ${JSON.stringify(tag.slice(0, 64))}`);
+    seen.add(tag);
+    // Tencent leaves Value out of an empty Tag_SNS_IM_Group in its own sample; null keeps that visible.
+    const value = tv['Value'] === undefined ? null : (tv['Value'] as JsonValue);
+    checkStandardType(tag, value, i);
+    values.push({ tag, value });
+  }
+  return { friendId, values };
+}
+
+/** Standard tags become typed columns, so their JSON types are checked here, not at insert time. */
+function checkStandardType(tag: string, value: JsonValue, i: number): void {
+  const where = `UserDataItem[${i}] ${tag}`;
+  switch (tag) {
+    case STANDARD_TAGS.group:
+      if (value !== null && !(Array.isArray(value) && value.every((g) => typeof g === 'string'))) {
+        fail(`${where} must be an array of strings, got ${describe(value)}`);
+      }
+      return;
+    case STANDARD_TAGS.remark:
+    case STANDARD_TAGS.addSource:
+    case STANDARD_TAGS.addWording:
+      if (value !== null && typeof value !== 'string') fail(`${where} must be a string, got ${describe(value)}`);
+      return;
+    case STANDARD_TAGS.addTime:
+      if (value !== null && (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0)) {
+        fail(`${where} must be Unix seconds, got ${describe(value)}`);
+      }
+      return;
+  }
+}
