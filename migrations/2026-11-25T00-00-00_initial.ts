@@ -29,7 +29,9 @@ export async function up(db: Kysely<any>): Promise<void> {
     db,
   );
   // The scheduler asks "which accounts are due?" by next_sync_at; keep that an index range scan.
-  await sql`CREATE INDEX accounts_due_idx ON tim.accounts (next_sync_at) WHERE status <> 'disabled'`.execute(db);
+  await sql`CREATE INDEX accounts_due_idx ON tim.accounts (next_sync_at) WHERE status <> 'disabled'`.execute(
+    db,
+  );
 
   await sql`
     CREATE TABLE tim.friends (
@@ -44,7 +46,9 @@ export async function up(db: Kysely<any>): Promise<void> {
       updated_at    timestamptz NOT NULL DEFAULT now(),
       PRIMARY KEY (account_id, friend_id)
     )`.execute(db);
-  await sql`COMMENT ON TABLE tim.friends IS 'One row per current friendship, standard fields as columns.'`.execute(db);
+  await sql`COMMENT ON TABLE tim.friends IS 'One row per current friendship, standard fields as columns.'`.execute(
+    db,
+  );
   // "Who has X as a friend?" and mutual-friendship joins go through friend_id.
   await sql`CREATE INDEX friends_friend_id_idx ON tim.friends (friend_id)`.execute(db);
 

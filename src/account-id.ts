@@ -16,6 +16,7 @@ export function accountIdProblem(id: string): string | undefined {
   if (id.includes('\u0000')) return 'contains a NUL character';
   if (LONE_SURROGATE.test(id)) return 'is not valid Unicode (lone surrogate)';
   const bytes = Buffer.byteLength(id, 'utf8');
-  if (bytes > MAX_ACCOUNT_ID_BYTES) return `is ${bytes} bytes; Tencent UserIDs are at most ${MAX_ACCOUNT_ID_BYTES}`;
+  if (bytes > MAX_ACCOUNT_ID_BYTES)
+    return `is ${bytes} bytes; Tencent UserIDs are at most ${MAX_ACCOUNT_ID_BYTES}`;
   return undefined;
 }

@@ -7,8 +7,8 @@ import type { DbConfig, SyncConfig, TimConfig } from './config.js';
 import { createDb } from './db/pool.js';
 import type { Database } from './db/schema.js';
 import type { Logger } from './log.js';
-import type { PassDeps } from './sync/pass.js';
 import { CallLimiter } from './sync/limiter.js';
+import type { PassDeps } from './sync/pass.js';
 import { TimClient, type TimClientOptions } from './tim/client.js';
 import { SigningUserSig, StaticUserSig, type UserSigProvider } from './tim/usersig.js';
 
@@ -16,7 +16,8 @@ import { SigningUserSig, StaticUserSig, type UserSigProvider } from './tim/users
 export function openDb(cfg: DbConfig, log: Logger, extraConnections = 0): Kysely<Database> {
   return createDb(cfg.databaseUrl, {
     maxConnections: cfg.poolSize + extraConnections,
-    onIdleError: (err) => log.warn({ err: { message: err.message } }, 'an idle database connection failed; it will be replaced'),
+    onIdleError: (err) =>
+      log.warn({ err: { message: err.message } }, 'an idle database connection failed; it will be replaced'),
   });
 }
 
@@ -32,7 +33,11 @@ export function userSigFrom(cfg: TimConfig): UserSigProvider {
 }
 
 /** The Tencent client, with a pool sized for the accounts in flight. */
-export function timClientFrom(cfg: TimConfig, sync: SyncConfig, onCall?: TimClientOptions['onCall']): TimClient {
+export function timClientFrom(
+  cfg: TimConfig,
+  sync: SyncConfig,
+  onCall?: TimClientOptions['onCall'],
+): TimClient {
   return new TimClient({
     baseUrl: cfg.baseUrl,
     sdkAppId: cfg.sdkAppId,
@@ -56,14 +61,17 @@ export function passDepsFrom(
   return {
     db,
     client,
-    limiter: new CallLimiter({ ratePerSecond: tim.rateLimitPerSecond }),
+    limiter: new CallLimiter({ ratePerSecond: tim.rateLimitPerSecond, jitterMs: tim.rateJitterMs }),
     concurrency: sync.concurrency,
     maxPages: sync.maxPages,
     nextSync: { intervalMs: sync.intervalMs },
     retry: {
       attempts: sync.retryAttempts,
       onRetry: (err, attempt, delayMs) =>
-        log.debug({ code: err.code, retryClass: err.retryClass, attempt, delayMs }, `retrying after: ${err.message}`),
+        log.debug(
+          { code: err.code, retryClass: err.retryClass, attempt, delayMs },
+          `retrying after: ${err.message}`,
+        ),
     },
   };
 }

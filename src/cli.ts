@@ -36,14 +36,18 @@ configuration: environment variables, see README.md and .env.sample`;
 /**
  * Runs one command line. Returns the exit code instead of exiting, so tests can call it.
  */
-export async function main(argv: string[], io: Partial<CommandContext> = {}): Promise<number> {
+export async function main(
+  argv: string[],
+  io: Partial<CommandContext> & { errOut?: (text: string) => void } = {},
+): Promise<number> {
   const out = io.out ?? ((line: string) => process.stdout.write(`${line}\n`));
+  const errOut = io.errOut ?? ((text: string) => process.stderr.write(text));
   const env = io.env ?? process.env;
   let log: CommandContext['log'];
   try {
     log = io.log ?? createLogger(loadLogConfig(env).level);
   } catch (err) {
-    process.stderr.write(`friend-mirror: ${(err as Error).message}\n`);
+    errOut(`friend-mirror: ${(err as Error).message}\n`);
     return EXIT.usage;
   }
   const ctx: CommandContext = {
@@ -57,21 +61,23 @@ export async function main(argv: string[], io: Partial<CommandContext> = {}): Pr
     return await dispatch(ctx, argv);
   } catch (err) {
     if (err instanceof UsageError) {
-      process.stderr.write(`friend-mirror: ${err.message}\n\n${HELP}\n`);
+      errOut(`friend-mirror: ${err.message}\n\n${HELP}\n`);
       return EXIT.usage;
     }
     if (err instanceof ConfigError) {
-      log.fatal({ variable: err.variable }, `configuration error: ${err.message}`);
-      process.stderr.write(`friend-mirror: configuration error: ${err.message}\n`);
+      errOut(`friend-mirror: configuration error: ${err.message}\n`);
       return EXIT.usage;
     }
     if (err instanceof MigrationFailedError) {
       log.fatal({ migration: err.migrationName }, err.message);
-      process.stderr.write(`friend-mirror: ${err.message}\n`);
+      errOut(`friend-mirror: ${err.message}\n`);
       return EXIT.failed;
     }
-    log.fatal({ err: { message: (err as Error).message, code: (err as { code?: unknown }).code } }, 'command failed');
-    process.stderr.write(`friend-mirror: ${(err as Error).message}\n`);
+    log.fatal(
+      { err: { message: (err as Error).message, code: (err as { code?: unknown }).code } },
+      'command failed',
+    );
+    errOut(`friend-mirror: ${(err as Error).message}\n`);
     return EXIT.failed;
   }
 }
@@ -124,6 +130,8 @@ async function dispatch(ctx: CommandContext, argv: string[]): Promise<number> {
   }
 
   const db = openDb(dbCfg, ctx.log, sync ? Math.min(sync.concurrency, 8) : 0);
+  // `return await` below, not `return`: the pool must outlive the command, and `finally` would
+  // otherwise destroy it as soon as the command's promise is returned.
   try {
     // Every command runs on the current schema; migrating is idempotent and a failure stops here.
     await migrateToLatest(db);
@@ -133,20 +141,20 @@ async function dispatch(ctx: CommandContext, argv: string[]): Promise<number> {
         return EXIT.ok;
       case 'accounts': {
         const [sub, ...ids] = positionals;
-        if (sub === 'add') return accountsAdd(ctx, db, ids);
-        if (sub === 'remove') return accountsRemove(ctx, db, ids);
-        if (sub === 'list') return accountsList(ctx, db);
+        if (sub === 'add') return await accountsAdd(ctx, db, ids);
+        if (sub === 'remove') return await accountsRemove(ctx, db, ids);
+        if (sub === 'list') return await accountsList(ctx, db);
         if (ids.length !== 1) throw new UsageError('accounts import needs one file name, or - for stdin');
-        return accountsImport(ctx, db, ids[0]!);
+        return await accountsImport(ctx, db, ids[0]!);
       }
       case 'sync':
-        return syncCommand(ctx, db, { tim: tim!, sync: sync! }, { all, ids: positionals });
+        return await syncCommand(ctx, db, { tim: tim!, sync: sync! }, { all, ids: positionals });
       case 'run':
-        return runCommand(ctx, db, { tim: tim!, sync: sync! });
+        return await runCommand(ctx, db, { tim: tim!, sync: sync! });
       case 'resync':
-        return resyncCommand(ctx, db, { full, all, ids: positionals });
+        return await resyncCommand(ctx, db, { full, all, ids: positionals });
       default:
-        return statusCommand(ctx, db);
+        return await statusCommand(ctx, db);
     }
   } finally {
     await db.destroy();
@@ -158,7 +166,9 @@ function shutdownSignal(): AbortSignal {
   const ac = new AbortController();
   const onSignal = (sig: NodeJS.Signals) => {
     if (ac.signal.aborted) process.exit(130);
-    process.stderr.write(`friend-mirror: ${sig} received, finishing work in flight (send again to exit now)\n`);
+    process.stderr.write(
+      `friend-mirror: ${sig} received, finishing work in flight (send again to exit now)\n`,
+    );
     ac.abort(new Error(`${sig} received`));
   };
   process.on('SIGINT', onSignal);

@@ -18,10 +18,18 @@ export class ConfigError extends Error {
 
 type Env = Record<string, string | undefined>;
 
-const SECRET_VARS = new Set(['TIM_SECRET_KEY', 'TIM_USERSIG', 'ADMIN_TOKEN', 'TIM_CALLBACK_TOKEN', 'DATABASE_URL']);
+const SECRET_VARS = new Set([
+  'TIM_SECRET_KEY',
+  'TIM_USERSIG',
+  'ADMIN_TOKEN',
+  'TIM_CALLBACK_TOKEN',
+  'DATABASE_URL',
+]);
 
 function shown(name: string, raw: string): string {
-  return SECRET_VARS.has(name) ? '(value hidden)' : JSON.stringify(raw.length > 80 ? `${raw.slice(0, 80)}…` : raw);
+  return SECRET_VARS.has(name)
+    ? '(value hidden)'
+    : JSON.stringify(raw.length > 80 ? `${raw.slice(0, 80)}…` : raw);
 }
 
 function str(env: Env, name: string): string | undefined {
@@ -79,7 +87,8 @@ export interface DbConfig {
 /** Loads `DATABASE_URL` and `DATABASE_POOL_SIZE`. */
 export function loadDbConfig(env: Env = process.env): Readonly<DbConfig> {
   const databaseUrl = str(env, 'DATABASE_URL');
-  if (!databaseUrl) throw new ConfigError('DATABASE_URL', 'is required, e.g. postgres://user:pass@host:5432/db');
+  if (!databaseUrl)
+    throw new ConfigError('DATABASE_URL', 'is required, e.g. postgres://user:pass@host:5432/db');
   if (!/^postgres(ql)?:\/\//.test(databaseUrl)) {
     throw new ConfigError('DATABASE_URL', 'must start with postgres:// or postgresql://');
   }
@@ -97,6 +106,8 @@ export interface TimConfig {
   baseUrl: string;
   /** `TIM_RATE_LIMIT`: friend_get calls per second, summed over all replicas. */
   rateLimitPerSecond: number;
+  /** `TIM_RATE_JITTER_MS`: network-delay spread the rate guarantee covers (see sync/limiter.ts). */
+  rateJitterMs: number;
   /** `TIM_TIMEOUT_MS`: whole-call timeout; must exceed Tencent's own 3 s. */
   timeoutMs: number;
   /** `TIM_USERSIG_TTL`: validity of generated UserSigs. */
@@ -125,7 +136,10 @@ export function loadTimConfig(env: Env = process.env): Readonly<TimConfig> {
 
   const regionRaw = str(env, 'TIM_REGION') ?? 'china';
   if (!isRegion(regionRaw)) {
-    throw new ConfigError('TIM_REGION', `must be one of ${REGION_NAMES.join('|')}, got ${shown('TIM_REGION', regionRaw)}`);
+    throw new ConfigError(
+      'TIM_REGION',
+      `must be one of ${REGION_NAMES.join('|')}, got ${shown('TIM_REGION', regionRaw)}`,
+    );
   }
 
   let baseUrl = regionBaseUrl(regionRaw);
@@ -135,19 +149,27 @@ export function loadTimConfig(env: Env = process.env): Readonly<TimConfig> {
     try {
       url = new URL(baseRaw);
     } catch {
-      throw new ConfigError('TIM_BASE_URL', `must be a URL like https://proxy.example:8443, got ${shown('TIM_BASE_URL', baseRaw)}`);
+      throw new ConfigError(
+        'TIM_BASE_URL',
+        `must be a URL like https://proxy.example:8443, got ${shown('TIM_BASE_URL', baseRaw)}`,
+      );
     }
     if (url.protocol !== 'https:' && url.protocol !== 'http:') {
       throw new ConfigError('TIM_BASE_URL', 'must use https:// (or http:// to a loopback address)');
     }
     // The URL carries the UserSig, so it must not cross a network in clear text unless asked for.
-    if (url.protocol === 'http:' && !isLoopbackHost(url.hostname) && !bool(env, 'TIM_ALLOW_INSECURE_HTTP', false)) {
+    if (
+      url.protocol === 'http:' &&
+      !isLoopbackHost(url.hostname) &&
+      !bool(env, 'TIM_ALLOW_INSECURE_HTTP', false)
+    ) {
       throw new ConfigError(
         'TIM_BASE_URL',
         'uses plain http:// to a non-loopback host; use https:// or set TIM_ALLOW_INSECURE_HTTP=true',
       );
     }
-    if (url.search || url.hash) throw new ConfigError('TIM_BASE_URL', 'must not carry a query string or fragment');
+    if (url.search || url.hash)
+      throw new ConfigError('TIM_BASE_URL', 'must not carry a query string or fragment');
     baseUrl = baseRaw.replace(/\/+$/, '');
   }
 
@@ -159,6 +181,7 @@ export function loadTimConfig(env: Env = process.env): Readonly<TimConfig> {
     region: regionRaw,
     baseUrl,
     rateLimitPerSecond: int(env, 'TIM_RATE_LIMIT', 200, 1, 100_000),
+    rateJitterMs: int(env, 'TIM_RATE_JITTER_MS', 20, 0, 1_000),
     timeoutMs: int(env, 'TIM_TIMEOUT_MS', 8_000, 3_500, 120_000),
     userSigTtlSeconds: Math.round(duration(env, 'TIM_USERSIG_TTL', 86_400_000, 600_000) / 1000),
   });

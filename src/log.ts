@@ -3,7 +3,7 @@
  * pipe (e.g. `accounts list`). Secrets are redacted by path as a second line of defence; the first
  * is that no module puts them in a log object.
  */
-import { pino, type Logger } from 'pino';
+import { type Logger, pino } from 'pino';
 
 export type { Logger };
 
@@ -29,7 +29,10 @@ export const REDACT_PATHS = [
 ];
 
 /** Creates the logger. */
-export function createLogger(level: string, destination: pino.DestinationStream = pino.destination(2)): Logger {
+export function createLogger(
+  level: string,
+  destination: pino.DestinationStream = pino.destination(2),
+): Logger {
   return pino(
     {
       level,

@@ -90,7 +90,9 @@ describe.each(READINGS)('sync, sequence reading %s', (sequenceReading) => {
 
   it('removes a friend that is gone, with its tags', async () => {
     const id = busiestAccount(f.store);
-    const victim = [...f.store.account(id)!.friends.entries()].find(([, fr]) => Object.keys(fr.custom).length > 0);
+    const victim = [...f.store.account(id)!.friends.entries()].find(
+      ([, fr]) => Object.keys(fr.custom).length > 0,
+    );
     expect(victim).toBeDefined();
     f.store.removeFriend(id, victim![0]);
     await f.syncAll({ ids: [id] });
@@ -102,7 +104,11 @@ describe.each(READINGS)('sync, sequence reading %s', (sequenceReading) => {
       .where('friend_id', '=', victim![0])
       .execute();
     expect(left).toEqual([]);
-    const row = await f.db.selectFrom('tim.accounts').selectAll().where('account_id', '=', id).executeTakeFirstOrThrow();
+    const row = await f.db
+      .selectFrom('tim.accounts')
+      .selectAll()
+      .where('account_id', '=', id)
+      .executeTakeFirstOrThrow();
     expect(row.friend_count).toBe(f.store.truth(id).friends.length);
   });
 
@@ -114,7 +120,12 @@ describe.each(READINGS)('sync, sequence reading %s', (sequenceReading) => {
     f.sim.onCall = (call) => {
       if (call.account === id && ++pages === 2) {
         // A change lands between page 1 and page 2 of the same pull.
-        f.store.setStandardTag(id, [...f.store.account(id)!.friends.keys()][0]!, 'Tag_SNS_IM_Remark', 'during');
+        f.store.setStandardTag(
+          id,
+          [...f.store.account(id)!.friends.keys()][0]!,
+          'Tag_SNS_IM_Remark',
+          'during',
+        );
       }
     };
     f.sim.clearCalls();
@@ -133,7 +144,11 @@ describe.each(READINGS)('sync, sequence reading %s', (sequenceReading) => {
   it('re-reads everything when custom data names a friend the mirror lost (drift)', async () => {
     const id = busiestAccount(f.store);
     const friendId = [...f.store.account(id)!.friends.keys()][2]!;
-    await f.db.deleteFrom('tim.friends').where('account_id', '=', id).where('friend_id', '=', friendId).execute();
+    await f.db
+      .deleteFrom('tim.friends')
+      .where('account_id', '=', id)
+      .where('friend_id', '=', friendId)
+      .execute();
     f.store.setCustomTag(id, friendId, 'Tag_SNS_Custom_Level', 'drift');
     const s = await f.syncAll({ ids: [id] });
     expect(s.failed).toBe(0);
@@ -146,7 +161,14 @@ describe('sync failures', () => {
 
   beforeAll(async () => {
     const store = new FriendStore();
-    for (const id of ['alice', "o'brien \"q\"", 'tab\tid', '😀 emoji', '用户', "'; drop table tim.friends; --"]) {
+    for (const id of [
+      'alice',
+      'o\'brien "q"',
+      'tab\tid',
+      '😀 emoji',
+      '用户',
+      "'; drop table tim.friends; --",
+    ]) {
       store.addAccount(id);
     }
     let n = 0;
@@ -155,7 +177,10 @@ describe('sync failures', () => {
         if (other === id) continue;
         store.addFriend(id, other, {
           standard: { Tag_SNS_IM_AddSource: 'AddSource_Type_Web', Tag_SNS_IM_AddTime: 1_600_000_000 + n++ },
-          custom: { Tag_SNS_Custom_Note: `note for ${other} \\ "x"`, Tag_SNS_Beta_Flag: { on: true, n: [1, 2] } },
+          custom: {
+            Tag_SNS_Custom_Note: `note for ${other} \\ "x"`,
+            Tag_SNS_Beta_Flag: { on: true, n: [1, 2] },
+          },
         });
       }
     }
@@ -170,7 +195,9 @@ describe('sync failures', () => {
     const s = await f.syncAll();
     expect(s.failed).toBe(0);
     expect(await f.diffAll()).toEqual([]);
-    const ids = (await f.db.selectFrom('tim.accounts').select('account_id').execute()).map((r) => r.account_id);
+    const ids = (await f.db.selectFrom('tim.accounts').select('account_id').execute()).map(
+      (r) => r.account_id,
+    );
     expect(ids.sort()).toEqual(f.store.accountIds().sort());
     const tag = await f.db
       .selectFrom('tim.friend_tags')
@@ -196,8 +223,14 @@ describe('sync failures', () => {
       const failed = await f.syncAll({ ids: ['alice'], retryAttempts: 1 });
       expect(failed.failed).toBe(1);
       expect(await rowVersions(f.db, 'alice')).toEqual(before);
-      const row = await f.db.selectFrom('tim.accounts').selectAll().where('account_id', '=', 'alice').executeTakeFirstOrThrow();
-      expect({ standard_sequence: row.standard_sequence, custom_sequence: row.custom_sequence }).toEqual(seqBefore);
+      const row = await f.db
+        .selectFrom('tim.accounts')
+        .selectAll()
+        .where('account_id', '=', 'alice')
+        .executeTakeFirstOrThrow();
+      expect({ standard_sequence: row.standard_sequence, custom_sequence: row.custom_sequence }).toEqual(
+        seqBefore,
+      );
       expect(row.status).toBe('failing');
       expect(row.last_error).toBeTruthy();
 
@@ -230,7 +263,11 @@ describe('sync failures', () => {
     const s = await f.syncAll();
     expect(s.missing).toBe(1);
     expect(s.failed).toBe(0);
-    const ghost = await f.db.selectFrom('tim.accounts').selectAll().where('account_id', '=', 'ghost').executeTakeFirstOrThrow();
+    const ghost = await f.db
+      .selectFrom('tim.accounts')
+      .selectAll()
+      .where('account_id', '=', 'ghost')
+      .executeTakeFirstOrThrow();
     expect(ghost.status).toBe('missing');
     expect(ghost.last_error).toContain('30003');
     expect(await f.diffAll()).toEqual([]);
@@ -243,8 +280,14 @@ describe('sync failures', () => {
     try {
       // ~6 accounts × 3 pages, run three times over: enough calls to span several seconds at 40/s.
       for (let i = 0; i < 6; i++) {
-        await f.db.updateTable('tim.accounts').set({ standard_sequence: null, custom_sequence: null }).execute();
-        await f.syncAll({ ratePerSecond: 40, concurrency: 16 });
+        await f.db
+          .updateTable('tim.accounts')
+          .set({ standard_sequence: null, custom_sequence: null })
+          .execute();
+        // The simulator shares this process's event loop, so a busy test machine delays arrivals by
+        // tens of ms; the limiter's jitter allowance is set to cover that, as an operator would for a
+        // jittery network.
+        await f.syncAll({ ratePerSecond: 40, jitterMs: 100, concurrency: 16 });
       }
     } finally {
       f.sim.configure({ rateLimit: 0 });

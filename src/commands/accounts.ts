@@ -41,7 +41,11 @@ export interface ImportReport {
  * skipped; the rest are imported. A trailing CR (Windows line ends) is dropped; any other
  * whitespace is part of the id.
  */
-export async function accountsImport(ctx: CommandContext, db: Kysely<Database>, source: string): Promise<number> {
+export async function accountsImport(
+  ctx: CommandContext,
+  db: Kysely<Database>,
+  source: string,
+): Promise<number> {
   const input = source === '-' ? ctx.stdin : createReadStream(source, { encoding: 'utf8' });
   const lines = createInterface({ input, crlfDelay: Number.POSITIVE_INFINITY });
   const report: ImportReport = { lines: 0, added: 0, alreadyPresent: 0, rejected: 0, duplicates: 0 };
@@ -61,7 +65,9 @@ export async function accountsImport(ctx: CommandContext, db: Kysely<Database>, 
       const problem = accountIdProblem(id);
       if (problem) {
         report.rejected++;
-        ctx.out(`line ${report.lines}: ${problem === 'empty' ? 'empty line' : `id ${JSON.stringify(id)} ${problem}`}; skipped`);
+        ctx.out(
+          `line ${report.lines}: ${problem === 'empty' ? 'empty line' : `id ${JSON.stringify(id)} ${problem}`}; skipped`,
+        );
         continue;
       }
       if (seen.has(id)) {
@@ -87,10 +93,16 @@ export async function accountsImport(ctx: CommandContext, db: Kysely<Database>, 
 }
 
 /** `accounts remove <id...>`: stops mirroring; their mirrored friends and tags are deleted. */
-export async function accountsRemove(ctx: CommandContext, db: Kysely<Database>, ids: string[]): Promise<number> {
+export async function accountsRemove(
+  ctx: CommandContext,
+  db: Kysely<Database>,
+  ids: string[],
+): Promise<number> {
   if (ids.length === 0) throw new UsageError('accounts remove needs at least one id');
   const removed = await removeAccounts(db, ids);
-  ctx.out(`removed ${removed} account(s)${removed < ids.length ? `, ${ids.length - removed} were not mirrored` : ''}`);
+  ctx.out(
+    `removed ${removed} account(s)${removed < ids.length ? `, ${ids.length - removed} were not mirrored` : ''}`,
+  );
   return EXIT.ok;
 }
 

@@ -3,6 +3,10 @@
  * DATABASE_URL is unset. Generates an app, mirrors it, changes ~5% of it, mirrors again, proves the
  * mirror equals the source and answers three analytics questions.
  */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { type Kysely, sql } from 'kysely';
 import { passDepsFrom, timClientFrom } from '../app.js';
 import { loadSyncConfig, loadTimConfig } from '../config.js';
@@ -10,7 +14,7 @@ import { addAccounts, selectAccounts } from '../db/accounts.js';
 import { migrateToLatest } from '../db/migrate.js';
 import { createDb } from '../db/pool.js';
 import type { Database } from '../db/schema.js';
-import { generateApp, Simulator } from '../simulator/index.js';
+import type { AccountTruth } from '../simulator/index.js';
 import { type PassSummary, runPass } from '../sync/pass.js';
 import { diffAccount } from '../verify.js';
 import { type CommandContext, EXIT } from './context.js';
@@ -33,26 +37,35 @@ export async function demoCommand(ctx: CommandContext): Promise<number> {
   } else {
     out('» using DATABASE_URL (the demo adds simulated accounts to its tim schema)');
   }
-  out(`» generating a simulated app: ${accounts} accounts, 0–3,000 friends each, standard and custom tags …`);
-  const store = generateApp({ accounts, maxFriends: 3000, seed: 20261125 });
-  const sim = new Simulator({ store, sdkAppId: DEMO_APP_ID, secretKey: DEMO_SECRET, latencyMs: [5, 40] });
-  const baseUrl = await sim.listen();
-  out(`» simulator listening at ${baseUrl} (page size 500, rate limit 200 calls/s, 5–40 ms latency)`);
+  out(`» starting the simulator (friend-mirror simulate) with ${accounts} accounts, 0–3,000 friends each …`);
+  const sim = await startSimulatorProcess(ctx, accounts);
+  const baseUrl = sim.baseUrl;
+  out(`» simulator listening at ${baseUrl} (its own process; page size 500, 200 calls/s, 10–30 ms latency)`);
 
-  const env: Record<string, string | undefined> = { ...ctx.env, TIM_SDKAPPID: String(DEMO_APP_ID), TIM_SECRET_KEY: DEMO_SECRET, TIM_BASE_URL: baseUrl };
+  const env: Record<string, string | undefined> = {
+    ...ctx.env,
+    TIM_SDKAPPID: String(DEMO_APP_ID),
+    TIM_SECRET_KEY: DEMO_SECRET,
+    TIM_BASE_URL: baseUrl,
+  };
   delete env.TIM_USERSIG;
   const tim = loadTimConfig(env);
   const sync = loadSyncConfig(env);
   const db = createDb(url, { maxConnections: 16 });
   const client = timClientFrom(tim, sync);
   try {
+    const ids = (await simJson<{ accounts: string[] }>(baseUrl, 'GET', '/__sim/accounts')).accounts;
     await migrateToLatest(db);
-    await addAccounts(db, store.accountIds());
-    out(`» migrations applied; ${store.size} accounts added`);
+    await addAccounts(db, ids);
+    out(`» migrations applied; ${ids.length} accounts added`);
 
     const first = await pass(ctx, db, client, tim, sync, 'first pass (full)');
-    const changed = store.mutateRandom({ fraction: 0.05, seed: 7 });
-    out(`» changed ${changed.length} accounts at the source (friends added/removed, remarks, groups, custom tags)`);
+    const { changed } = await simJson<{ changed: string[] }>(baseUrl, 'POST', '/__sim/mutate', {
+      random: { fraction: 0.05, seed: 7 },
+    });
+    out(
+      `» changed ${changed.length} accounts at the source (friends added/removed, remarks, groups, custom tags)`,
+    );
     const second = await pass(ctx, db, client, tim, sync, 'second pass (incremental)');
     out('');
     out('pass         accounts  changed  unchanged  calls  friend rows  tag rows  seconds');
@@ -71,25 +84,90 @@ export async function demoCommand(ctx: CommandContext): Promise<number> {
     out('» checking the mirror against the simulator, friend by friend …');
     let equal = 0;
     const problems: string[] = [];
-    for (const id of store.accountIds()) {
-      const diffs = await diffAccount(db, id, store.truth(id).friends, 3);
+    for (const id of ids) {
+      const truth = await simJson<AccountTruth>(
+        baseUrl,
+        'GET',
+        `/__sim/truth?account=${encodeURIComponent(id)}`,
+      );
+      const diffs = await diffAccount(db, id, truth.friends, 3);
       if (diffs.length === 0) equal++;
       else problems.push(...diffs);
     }
-    out(`  mirror equals the source for ${equal}/${store.size} accounts`);
+    out(`  mirror equals the source for ${equal}/${ids.length} accounts`);
     for (const p of problems.slice(0, 10)) out(`  ${p}`);
 
     await analytics(ctx, db);
     const ok = first.failed === 0 && second.failed === 0 && problems.length === 0;
     out('');
-    out(ok ? '✓ demo finished: try the queries in README.md against your own mirror' : '✗ demo found problems (above)');
+    out(
+      ok
+        ? '✓ demo finished: try the queries in README.md against your own mirror'
+        : '✗ demo found problems (above)',
+    );
     return ok ? EXIT.ok : EXIT.failed;
   } finally {
     await client.close();
     await db.destroy();
-    await sim.close();
+    sim.child.kill('SIGTERM');
     await embedded?.stop();
   }
+}
+
+/**
+ * Runs the simulator as its own process, as Tencent would be: the mirror's numbers then show the
+ * mirror's own cost, not the simulator's CPU competing with it on the same event loop.
+ */
+async function startSimulatorProcess(
+  ctx: CommandContext,
+  accounts: number,
+): Promise<{ baseUrl: string; child: ChildProcess }> {
+  const cli = fileURLToPath(new URL('../cli.js', import.meta.url));
+  const child = spawn(process.execPath, [cli, 'simulate'], {
+    env: {
+      ...process.env,
+      SIM_PORT: '0',
+      SIM_ACCOUNTS: String(accounts),
+      SIM_SEED: '20261125',
+      SIM_LATENCY_MS: '20',
+      SIM_RATE_LIMIT: '200',
+      TIM_SDKAPPID: String(DEMO_APP_ID),
+      TIM_SECRET_KEY: DEMO_SECRET,
+      LOG_LEVEL: 'warn',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  // Keep the simulator's last words for an error message; its shutdown notice is noise here.
+  let stderrTail = '';
+  child.stderr!.on('data', (d: Buffer) => {
+    stderrTail = (stderrTail + d.toString()).slice(-2000);
+  });
+  ctx.signal.addEventListener('abort', () => child.kill('SIGTERM'), { once: true });
+  const lines = createInterface({ input: child.stdout! });
+  const exited = once(child, 'exit').then(([code]) => {
+    throw new Error(`the simulator exited with code ${code} before it was ready: ${stderrTail.trim()}`);
+  });
+  const ready = (async () => {
+    for await (const line of lines) {
+      const m = /listening at (\S+?):? /.exec(line);
+      if (m) return m[1]!;
+    }
+    throw new Error('the simulator closed its output before it was ready');
+  })();
+  const baseUrl = await Promise.race([ready, exited]);
+  exited.catch(() => {});
+  return { baseUrl, child };
+}
+
+async function simJson<T>(baseUrl: string, method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
+  const res = await fetch(`${baseUrl}${path}`, {
+    method,
+    ...(body === undefined
+      ? {}
+      : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }),
+  });
+  if (!res.ok) throw new Error(`simulator ${method} ${path} answered HTTP ${res.status}`);
+  return (await res.json()) as T;
 }
 
 async function pass(
@@ -128,14 +206,17 @@ async function analytics(ctx: CommandContext, db: Kysely<Database>): Promise<voi
   ctx.out('');
   ctx.out('» analytics: the five accounts with the most friends');
   const top = await sql<{ account_id: string; friend_count: number }>`
-    SELECT account_id, friend_count FROM tim.accounts ORDER BY friend_count DESC, account_id LIMIT 5`.execute(db);
+    SELECT account_id, friend_count FROM tim.accounts ORDER BY friend_count DESC, account_id LIMIT 5`.execute(
+    db,
+  );
   for (const r of top.rows) ctx.out(`  ${JSON.stringify(r.account_id).padEnd(24)} ${r.friend_count}`);
 
   ctx.out('» analytics: how friendships were added (Tag_SNS_IM_AddSource)');
   const sources = await sql<{ add_source: string | null; n: string; share: string }>`
     SELECT add_source, count(*) AS n, round(100.0 * count(*) / sum(count(*)) OVER (), 1) AS share
     FROM tim.friends GROUP BY add_source ORDER BY count(*) DESC LIMIT 6`.execute(db);
-  for (const r of sources.rows) ctx.out(`  ${String(r.add_source).padEnd(28)} ${r.n.padStart(8)}  ${r.share}%`);
+  for (const r of sources.rows)
+    ctx.out(`  ${String(r.add_source).padEnd(28)} ${String(r.n).padStart(8)}  ${r.share}%`);
 
   ctx.out('» analytics: mutual friendships (both directions mirrored)');
   const mutual = await sql<{ pairs: string; one_way: string }>`
@@ -143,5 +224,7 @@ async function analytics(ctx: CommandContext, db: Kysely<Database>): Promise<voi
            count(*) FILTER (WHERE b.account_id IS NULL AND a.friend_id IN (SELECT account_id FROM tim.accounts)) AS one_way
     FROM tim.friends a
     LEFT JOIN tim.friends b ON b.account_id = a.friend_id AND b.friend_id = a.account_id`.execute(db);
-  ctx.out(`  ${mutual.rows[0]?.pairs} mutual pairs; ${mutual.rows[0]?.one_way} one-way friendships between mirrored accounts`);
+  ctx.out(
+    `  ${mutual.rows[0]?.pairs} mutual pairs; ${mutual.rows[0]?.one_way} one-way friendships between mirrored accounts`,
+  );
 }

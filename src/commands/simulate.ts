@@ -11,7 +11,8 @@ function num(env: CommandContext['env'], name: string, def: number): number {
   const raw = env[name];
   if (raw === undefined || raw === '') return def;
   const n = Number(raw);
-  if (!Number.isFinite(n) || n < 0) throw new UsageError(`${name} must be a non-negative number, got ${JSON.stringify(raw)}`);
+  if (!Number.isFinite(n) || n < 0)
+    throw new UsageError(`${name} must be a non-negative number, got ${JSON.stringify(raw)}`);
   return n;
 }
 
@@ -39,11 +40,16 @@ export async function simulateCommand(ctx: CommandContext): Promise<number> {
     sequenceReading: reading,
     rateLimit: num(env, 'SIM_RATE_LIMIT', 200),
     latencyMs: [latency / 2, latency * 1.5],
-    faults: { rate: num(env, 'SIM_FAULT_RATE', 0), kinds: { 'error:30006': 1, 'http-502': 1, reset: 1, truncate: 1 } },
+    faults: {
+      rate: num(env, 'SIM_FAULT_RATE', 0),
+      kinds: { 'error:30006': 1, 'http-502': 1, reset: 1, truncate: 1 },
+    },
   });
   const baseUrl = await sim.listen({ host: env.SIM_HOST ?? '127.0.0.1', port: num(env, 'SIM_PORT', 5080) });
   ctx.out(`simulator listening at ${baseUrl}: ${store.size} accounts, SDKAppID ${sdkAppId}`);
-  ctx.out(`point the mirror at it with TIM_BASE_URL=${baseUrl} TIM_SDKAPPID=${sdkAppId} TIM_SECRET_KEY=<SIM key>`);
+  ctx.out(
+    `point the mirror at it with TIM_BASE_URL=${baseUrl} TIM_SDKAPPID=${sdkAppId} TIM_SECRET_KEY=<SIM key>`,
+  );
   ctx.out(`account ids: GET ${baseUrl}/__sim/accounts; change data: POST ${baseUrl}/__sim/mutate`);
   const mutateEvery = env.SIM_MUTATE_EVERY ? parseDurationMs(env.SIM_MUTATE_EVERY) : undefined;
   let seed = 1;

@@ -13,14 +13,20 @@ export const RESYNC_CHANNEL = 'tim_friend_mirror_resync';
 export async function statusCommand(ctx: CommandContext, db: Kysely<Database>): Promise<number> {
   const counts = await countByStatus(db);
   const total = Object.values(counts).reduce((a, b) => a + b, 0);
-  ctx.out(`accounts: ${total} (${Object.entries(counts).map(([k, v]) => `${k} ${v}`).join(', ')})`);
+  ctx.out(
+    `accounts: ${total} (${Object.entries(counts)
+      .map(([k, v]) => `${k} ${v}`)
+      .join(', ')})`,
+  );
   const lag = await sql<{ due: string; lag_seconds: number | null; friends: string }>`
     SELECT (SELECT count(*) FROM tim.accounts WHERE next_sync_at <= now() AND status NOT IN ('disabled', 'missing')) AS due,
            (SELECT extract(epoch FROM now() - min(next_sync_at)) FROM tim.accounts
              WHERE next_sync_at <= now() AND next_sync_at > '-infinity' AND status NOT IN ('disabled', 'missing')) AS lag_seconds,
            (SELECT count(*) FROM tim.friends) AS friends`.execute(db);
   const row = lag.rows[0]!;
-  ctx.out(`due now: ${row.due}; oldest due for ${row.lag_seconds === null ? 0 : Math.round(Number(row.lag_seconds))}s`);
+  ctx.out(
+    `due now: ${row.due}; oldest due for ${row.lag_seconds === null ? 0 : Math.round(Number(row.lag_seconds))}s`,
+  );
   ctx.out(`friend rows: ${row.friends}`);
   const errors = await db
     .selectFrom('tim.accounts')
@@ -32,7 +38,9 @@ export async function statusCommand(ctx: CommandContext, db: Kysely<Database>): 
   if (errors.length > 0) {
     ctx.out('recent errors:');
     for (const e of errors) {
-      ctx.out(`  ${JSON.stringify(e.account_id)} ${e.status} ${e.last_attempt_at?.toISOString() ?? ''}: ${e.last_error}`);
+      ctx.out(
+        `  ${JSON.stringify(e.account_id)} ${e.status} ${e.last_attempt_at?.toISOString() ?? ''}: ${e.last_error}`,
+      );
     }
   }
   return EXIT.ok;

@@ -32,13 +32,21 @@ export function progressLogger(ctx: CommandContext, everyMs = 5_000): PassDeps['
         `account sync ${outcome.result}: ${outcome.error?.message ?? ''}`,
       );
     } else {
-      ctx.log.debug({ account: outcome.accountId, result: outcome.result, calls: outcome.calls }, 'account synced');
+      ctx.log.debug(
+        { account: outcome.accountId, result: outcome.result, calls: outcome.calls },
+        'account synced',
+      );
     }
     const now = performance.now();
     if (now - last >= everyMs) {
       last = now;
       ctx.log.info(
-        { done: p.done, total: p.total, calls: p.calls, callsPerSecond: +(p.calls / (p.elapsedMs / 1000)).toFixed(1) },
+        {
+          done: p.done,
+          total: p.total,
+          calls: p.calls,
+          callsPerSecond: +(p.calls / (p.elapsedMs / 1000)).toFixed(1),
+        },
         'sync progress',
       );
     }
@@ -62,7 +70,8 @@ export async function syncCommand(
     opts.ids.length > 0 ? { kind: 'ids', ids: opts.ids } : opts.all ? { kind: 'all' } : { kind: 'due' };
   if (selection.kind === 'ids') {
     const unknown = await unknownAccountIds(db, opts.ids);
-    for (const id of unknown) ctx.out(`account ${JSON.stringify(id)} is not mirrored; add it with: accounts add`);
+    for (const id of unknown)
+      ctx.out(`account ${JSON.stringify(id)} is not mirrored; add it with: accounts add`);
     if (unknown.length === opts.ids.length) return EXIT.failed;
   }
   const accounts = await selectAccounts(db, selection);
@@ -92,14 +101,20 @@ export async function runCommand(
 ): Promise<number> {
   const client = timClientFrom(cfg.tim, cfg.sync);
   const deps = passDepsFrom(db, client, cfg.tim, cfg.sync, ctx.log);
-  ctx.log.info({ rateLimit: cfg.tim.rateLimitPerSecond, concurrency: cfg.sync.concurrency }, 'daemon started');
+  ctx.log.info(
+    { rateLimit: cfg.tim.rateLimitPerSecond, concurrency: cfg.sync.concurrency },
+    'daemon started',
+  );
   try {
     while (!ctx.signal.aborted) {
       let accounts: Awaited<ReturnType<typeof selectAccounts>>;
       try {
         accounts = await selectAccounts(db, { kind: 'due' });
       } catch (err) {
-        ctx.log.error({ err: { message: (err as Error).message } }, 'cannot read due accounts; retrying in 5 s');
+        ctx.log.error(
+          { err: { message: (err as Error).message } },
+          'cannot read due accounts; retrying in 5 s',
+        );
         await sleep(5_000, ctx.signal).catch(() => {});
         continue;
       }
@@ -107,7 +122,10 @@ export async function runCommand(
         await sleep(idleMs, ctx.signal).catch(() => {});
         continue;
       }
-      const summary = await runPass({ ...deps, signal: ctx.signal, onAccount: progressLogger(ctx) }, accounts);
+      const summary = await runPass(
+        { ...deps, signal: ctx.signal, onAccount: progressLogger(ctx) },
+        accounts,
+      );
       ctx.log.info({ ...summary, stoppedBy: summary.stoppedBy?.message }, formatSummary(summary));
       if (summary.stoppedBy instanceof TimError && summary.stoppedBy.retryClass === 'fatal-config') {
         ctx.log.fatal(`stopping: ${summary.stoppedBy.message}`);

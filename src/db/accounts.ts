@@ -40,7 +40,10 @@ export async function addAccounts(db: Kysely<Database>, ids: readonly string[]):
  */
 export async function removeAccounts(db: Kysely<Database>, ids: readonly string[]): Promise<number> {
   if (ids.length === 0) return 0;
-  const res = await db.deleteFrom('tim.accounts').where('account_id', 'in', [...ids]).executeTakeFirst();
+  const res = await db
+    .deleteFrom('tim.accounts')
+    .where('account_id', 'in', [...ids])
+    .executeTakeFirst();
   return Number(res.numDeletedRows);
 }
 
@@ -75,7 +78,10 @@ export async function* listAccounts(
 }
 
 /** Which accounts a one-shot pass covers. */
-export type AccountSelection = { kind: 'due'; now?: Date } | { kind: 'all' } | { kind: 'ids'; ids: readonly string[] };
+export type AccountSelection =
+  | { kind: 'due'; now?: Date }
+  | { kind: 'all' }
+  | { kind: 'ids'; ids: readonly string[] };
 
 /**
  * Loads the sync state of the selected accounts.
@@ -83,7 +89,10 @@ export type AccountSelection = { kind: 'due'; now?: Date } | { kind: 'all' } | {
  * - `all`: every account that is not disabled or missing;
  * - `ids`: exactly those, whatever their state (an explicit request overrides `missing`).
  */
-export async function selectAccounts(db: Kysely<Database>, sel: AccountSelection): Promise<AccountSyncState[]> {
+export async function selectAccounts(
+  db: Kysely<Database>,
+  sel: AccountSelection,
+): Promise<AccountSyncState[]> {
   let q = db
     .selectFrom('tim.accounts')
     .select(['account_id', 'standard_sequence', 'custom_sequence', 'status'])

@@ -105,7 +105,8 @@ export async function applySnapshot(
       .where('account_id', '=', snap.accountId)
       .forUpdate()
       .executeTakeFirst();
-    if (!current) throw new SnapshotConflictError('gone', `account ${JSON.stringify(snap.accountId)} was removed`);
+    if (!current)
+      throw new SnapshotConflictError('gone', `account ${JSON.stringify(snap.accountId)} was removed`);
     if (
       current.standard_sequence !== snap.baseStandardSequence ||
       current.custom_sequence !== snap.baseCustomSequence
@@ -134,7 +135,8 @@ export async function applySnapshot(
       result.tagsDeleted += t.deleted;
     }
 
-    const changed = result.friendsUpserted + result.friendsDeleted + result.tagsUpserted + result.tagsDeleted > 0;
+    const changed =
+      result.friendsUpserted + result.friendsDeleted + result.tagsUpserted + result.tagsDeleted > 0;
     await trx
       .updateTable('tim.accounts')
       .set({
@@ -209,8 +211,13 @@ async function replaceFriends(
   // with it (ON DELETE CASCADE).
   const del = await sql`
     DELETE FROM tim.friends
-    WHERE account_id = ${accountId} AND friend_id <> ALL(${friends.map((f) => f.friendId)}::text[])`.execute(trx);
-  return { friendsUpserted: Number(upsert.numAffectedRows ?? 0), friendsDeleted: Number(del.numAffectedRows ?? 0) };
+    WHERE account_id = ${accountId} AND friend_id <> ALL(${friends.map((f) => f.friendId)}::text[])`.execute(
+    trx,
+  );
+  return {
+    friendsUpserted: Number(upsert.numAffectedRows ?? 0),
+    friendsDeleted: Number(del.numAffectedRows ?? 0),
+  };
 }
 
 async function replaceTags(
@@ -243,7 +250,11 @@ async function replaceTags(
  * the mirror already has. One that does not means the mirror drifted from the source; refuse, and
  * let the caller pull everything.
  */
-async function assertFriendsKnown(trx: Transaction<Database>, accountId: string, tags: TagRow[]): Promise<void> {
+async function assertFriendsKnown(
+  trx: Transaction<Database>,
+  accountId: string,
+  tags: TagRow[],
+): Promise<void> {
   if (tags.length === 0) return;
   const ids = [...new Set(tags.map((t) => t.friendId))];
   const res = await sql<{ n: string }>`
@@ -253,7 +264,10 @@ async function assertFriendsKnown(trx: Transaction<Database>, accountId: string,
   );
   const unknown = Number(res.rows[0]?.n ?? 0);
   if (unknown > 0) {
-    throw new SnapshotConflictError('drift', `custom data names ${unknown} friend(s) the mirror does not have`);
+    throw new SnapshotConflictError(
+      'drift',
+      `custom data names ${unknown} friend(s) the mirror does not have`,
+    );
   }
 }
 

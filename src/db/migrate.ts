@@ -1,16 +1,8 @@
 /**
- * Runs the top-level `migrations/` folder with Kysely's Migrator.
+ * Runs the top-level `migrations/` (listed in migrations/index.ts) with Kysely's Migrator.
  */
-import { promises as fs } from 'node:fs';
-import path from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { FileMigrationProvider, type Kysely, type MigrationResult, Migrator } from 'kysely';
-
-/**
- * migrations/ sits two levels above this file both in the source tree (src/db/) and in the build
- * (dist/src/db/ → dist/migrations/), so one relative path serves both.
- */
-export const MIGRATIONS_DIR = fileURLToPath(new URL('../../migrations', import.meta.url));
+import { type Kysely, type MigrationResult, Migrator } from 'kysely';
+import { migrations } from '../../migrations/index.js';
 
 /** A migration failed; nothing after it ran. The command must stop with a non-zero exit. */
 export class MigrationFailedError extends Error {
@@ -26,7 +18,7 @@ export class MigrationFailedError extends Error {
 function migrator(db: Kysely<any>): Migrator {
   return new Migrator({
     db,
-    provider: new FileMigrationProvider({ fs, path, migrationFolder: MIGRATIONS_DIR }),
+    provider: { getMigrations: async () => migrations },
     migrationTableSchema: 'tim',
   });
 }

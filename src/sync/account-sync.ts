@@ -46,7 +46,10 @@ const MAX_CONFLICT_RETRIES = 2;
  * and returned. It rethrows only what must stop the whole pass: a fatal configuration error, a
  * UserSig lockout, or an abort.
  */
-export async function syncAccount(deps: AccountSyncDeps, state: AccountSyncState): Promise<AccountSyncOutcome> {
+export async function syncAccount(
+  deps: AccountSyncDeps,
+  state: AccountSyncState,
+): Promise<AccountSyncOutcome> {
   const started = performance.now();
   const outcome: AccountSyncOutcome = {
     accountId: state.accountId,
@@ -70,19 +73,35 @@ export async function syncAccount(deps: AccountSyncDeps, state: AccountSyncState
       outcome.calls += pull.calls;
       try {
         if (pull.unchanged) {
-          if (!(await recordUnchanged(deps.db, state.accountId, pull.standardSequence, pull.customSequence, deps.nextSync))) {
+          if (
+            !(await recordUnchanged(
+              deps.db,
+              state.accountId,
+              pull.standardSequence,
+              pull.customSequence,
+              deps.nextSync,
+            ))
+          ) {
             throw new SnapshotConflictError('stale', 'stored sequences changed while pulling');
           }
           outcome.result = 'unchanged';
         } else {
-          const applied = await applySnapshot(deps.db, snapshotFromPull(state.accountId, base, pull), deps.nextSync);
+          const applied = await applySnapshot(
+            deps.db,
+            snapshotFromPull(state.accountId, base, pull),
+            deps.nextSync,
+          );
           outcome.friendsWritten = applied.friendsUpserted + applied.friendsDeleted;
           outcome.tagsWritten = applied.tagsUpserted + applied.tagsDeleted;
           outcome.result = 'changed';
         }
         break;
       } catch (err) {
-        if (!(err instanceof SnapshotConflictError) || err.reason === 'gone' || attempt >= MAX_CONFLICT_RETRIES) {
+        if (
+          !(err instanceof SnapshotConflictError) ||
+          err.reason === 'gone' ||
+          attempt >= MAX_CONFLICT_RETRIES
+        ) {
           throw err;
         }
         if (err.reason === 'drift') {
@@ -123,7 +142,11 @@ export async function syncAccount(deps: AccountSyncDeps, state: AccountSyncState
 /** Errors that are not about one account and must stop every call. */
 export function mustStopPass(err: unknown): boolean {
   if (err instanceof TimError) {
-    return err.retryClass === 'fatal-config' || err.retryClass === 'usersig-lockout' || err.code === 'TIM_ERR_ABORTED';
+    return (
+      err.retryClass === 'fatal-config' ||
+      err.retryClass === 'usersig-lockout' ||
+      err.code === 'TIM_ERR_ABORTED'
+    );
   }
   return (err as { name?: string })?.name === 'AbortError';
 }

@@ -4,8 +4,14 @@
  * Bottleneck paces calls `minTime` apart, which spreads them evenly instead of bursting at the top
  * of each second. Timers can fire late, and a late call followed by an on-time one would sit closer
  * together than `minTime`, so a sliding-window guard runs right before each call as well: it keeps
- * the start times of the last `limit` calls and waits until the oldest is a full second old. Together
- * they make "at most `limit` calls in ANY one-second window" hold by construction, not on average.
+ * the start times of the last `limit` calls and waits until the oldest is old enough.
+ *
+ * Tencent counts calls when they ARRIVE, and the network delays each call differently. The guard
+ * therefore allows `limit` calls per (1 s + `jitterMs`), not per second: if L+1 calls arrived within
+ * one second, each delayed by between 0 and `jitterMs`, they would have started within 1 s + jitterMs,
+ * which the guard forbids. So "at most `limit` calls in ANY one-second window at the server" holds by
+ * construction for any jitter up to `jitterMs`, not just on average. The cost is the throughput:
+ * 20 ms of allowance runs 200/s at 196/s.
  */
 import Bottleneck from 'bottleneck';
 
@@ -13,11 +19,8 @@ import Bottleneck from 'bottleneck';
 export interface CallLimiterOptions {
   /** Calls per second allowed (`TIM_RATE_LIMIT`, this process's share). */
   ratePerSecond: number;
-  /**
-   * Fraction of the rate held back for clock and network jitter between us and Tencent's counter.
-   * Default 0.02: 200/s is paced at 196/s.
-   */
-  safetyMargin?: number;
+  /** Largest difference in network delay between two calls that the guarantee covers. Default 20 ms. */
+  jitterMs?: number;
   /** Milliseconds clock; injectable for tests. */
   now?: () => number;
 }
@@ -28,11 +31,10 @@ export class CallLimiter {
   readonly #window: SlidingWindow;
 
   constructor(opts: CallLimiterOptions) {
-    const margin = opts.safetyMargin ?? 0.02;
-    const paced = Math.max(opts.ratePerSecond * (1 - margin), 0.001);
-    this.#bottleneck = new Bottleneck({ minTime: 1000 / paced, maxConcurrent: null });
-    // The guard allows the paced rate, not the raw limit, so its margin covers arrival jitter too.
-    this.#window = new SlidingWindow(Math.max(1, Math.floor(paced)), 1000, opts.now ?? (() => performance.now()));
+    const windowMs = 1000 + (opts.jitterMs ?? 20);
+    const limit = Math.max(1, Math.floor(opts.ratePerSecond));
+    this.#bottleneck = new Bottleneck({ minTime: windowMs / limit, maxConcurrent: null });
+    this.#window = new SlidingWindow(limit, windowMs, opts.now ?? (() => performance.now()));
   }
 
   /** Runs `fn` when the budget allows. Rejects without running it if `signal` aborts first. */

@@ -3,8 +3,8 @@
  * `db/` meet, so neither has to know the other.
  */
 import type { AccountSnapshot, FriendRow, TagRow } from '../db/friends.js';
-import type { PullResult } from '../tim/friend-pull.js';
 import { STANDARD_TAGS, tagCategory } from '../tim/friend-get.js';
+import type { PullResult } from '../tim/friend-pull.js';
 
 const COLUMN_TAGS = new Set<string>(Object.values(STANDARD_TAGS));
 

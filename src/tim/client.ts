@@ -85,7 +85,11 @@ export class TimClient {
     try {
       return await this.#callOnce(req, signal);
     } catch (err) {
-      if (err instanceof TimError && err.retryClass === 'usersig-refresh' && this.#opts.userSig.invalidate()) {
+      if (
+        err instanceof TimError &&
+        err.retryClass === 'usersig-refresh' &&
+        this.#opts.userSig.invalidate()
+      ) {
         return this.#callOnce(req, signal);
       }
       throw err;

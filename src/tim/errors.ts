@@ -43,7 +43,9 @@ export function classifyTimErrorCode(errorCode: number): RetryClass {
   if (RATE_LIMITED.has(errorCode)) return 'rate-limited';
   if (USERSIG_REFRESH.has(errorCode)) return 'usersig-refresh';
   if (errorCode === 70050) return 'usersig-lockout';
-  if (errorCode === 30003) return 'account-missing';
+  // 70107 "account not imported" says the same of an account as 30003 does. Treating it as missing
+  // (re-checked daily) rather than fatal keeps one unimported account from stopping every sync.
+  if (errorCode === 30003 || errorCode === 70107) return 'account-missing';
   if (FATAL_CONFIG.has(errorCode)) return 'fatal-config';
   return 'fatal';
 }

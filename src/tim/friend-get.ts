@@ -132,7 +132,8 @@ export function decodeFriendGetResponse(body: string): FriendGetPage {
     friendNum: uint(parsed, 'FriendNum', true),
     complete: completeFlag !== 0,
     // A complete page may carry NextStartIndex 0 or leave it out; only an incomplete one needs it.
-    nextStartIndex: completeFlag !== 0 ? (uint(parsed, 'NextStartIndex', true) ?? 0) : uint(parsed, 'NextStartIndex')!,
+    nextStartIndex:
+      completeFlag !== 0 ? (uint(parsed, 'NextStartIndex', true) ?? 0) : uint(parsed, 'NextStartIndex')!,
   };
 }
 
@@ -175,7 +176,8 @@ function checkStandardType(tag: string, value: JsonValue, i: number): void {
     case STANDARD_TAGS.remark:
     case STANDARD_TAGS.addSource:
     case STANDARD_TAGS.addWording:
-      if (value !== null && typeof value !== 'string') fail(`${where} must be a string, got ${describe(value)}`);
+      if (value !== null && typeof value !== 'string')
+        fail(`${where} must be a string, got ${describe(value)}`);
       return;
     case STANDARD_TAGS.addTime:
       if (value !== null && (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0)) {

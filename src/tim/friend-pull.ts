@@ -114,7 +114,9 @@ async function pullOnce(
     }
     if (page.complete) break;
     if (pages >= maxPages) {
-      throw new TimPagingError(`account ${JSON.stringify(opts.accountId)}: no CompleteFlag after ${maxPages} pages`);
+      throw new TimPagingError(
+        `account ${JSON.stringify(opts.accountId)}: no CompleteFlag after ${maxPages} pages`,
+      );
     }
     if (seenCursors.has(page.nextStartIndex)) {
       throw new TimPagingError(

@@ -112,7 +112,13 @@ export function verifyUserSig(
     return { ok: false, errorCode: 70014, reason: 'SDKAppID differs from the one in the UserSig' };
   }
   const want = Buffer.from(
-    userSigHmac(expected.secretKey, doc['TLS.identifier'], doc['TLS.sdkappid'], doc['TLS.time'], doc['TLS.expire']),
+    userSigHmac(
+      expected.secretKey,
+      doc['TLS.identifier'],
+      doc['TLS.sdkappid'],
+      doc['TLS.time'],
+      doc['TLS.expire'],
+    ),
   );
   const got = Buffer.from(doc['TLS.sig']);
   if (want.length !== got.length || !timingSafeEqual(want, got)) {
@@ -181,7 +187,10 @@ export class SigningUserSig implements UserSigProvider {
     this.#sdkAppId = opts.sdkAppId;
     this.#identifier = opts.identifier;
     this.#expireSeconds = opts.expireSeconds ?? 86_400;
-    this.#renewBeforeSeconds = Math.min(opts.renewBeforeSeconds ?? 3_600, Math.floor(this.#expireSeconds / 2));
+    this.#renewBeforeSeconds = Math.min(
+      opts.renewBeforeSeconds ?? 3_600,
+      Math.floor(this.#expireSeconds / 2),
+    );
     this.#clock = opts.clock ?? systemClock;
   }
 

@@ -1,0 +1,11 @@
+/**
+ * Every migration, by name, in the order they run. Adding a migration means adding its file and a
+ * line here. A static list (rather than reading the folder at run time) works the same from source
+ * under vitest and from the build, and a typo fails typecheck instead of production.
+ */
+import type { Migration } from 'kysely';
+import * as initial from './2026-11-25T00-00-00_initial.js';
+
+export const migrations: Record<string, Migration> = {
+  '2026-11-25T00-00-00_initial': initial,
+};

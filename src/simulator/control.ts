@@ -1,0 +1,227 @@
+/**
+ * The simulator's control API, for users who run it out of process (`friend-mirror simulate`) and
+ * want to watch it, change its data, or change its behaviour while a mirror runs against it.
+ * Served on the same port under `/__sim/`, to loopback clients only, since it can rewrite the data.
+ *
+ * | endpoint | does |
+ * |---|---|
+ * | `GET /__sim/stats` | {@link Simulator.stats} plus `maxCallsInWindow` (busiest 1 s) and `config` |
+ * | `GET /__sim/accounts` | `{"accounts": [ids]}` |
+ * | `GET /__sim/truth?account=<id>` | {@link FriendStore.truth}, or 404 |
+ * | `GET /__sim/calls?limit=<n>` | the last n (default 1000) logged calls, `{"calls": [...]}` |
+ * | `POST /__sim/mutate` | `{"random": {"fraction": 0.05, "seed": 2}}` or `{"mutations": [...]}` → `{"changed": [ids]}` |
+ * | `POST /__sim/config` | a partial {@link SimulatorConfig} → `{"config": ...}` |
+ * | `POST /__sim/faults` | `{"kind": "reset", "count": 3}` → `{"pending": n}` |
+ * | `POST /__sim/clear-calls` | empties the call log → `{}` |
+ *
+ * Every answer is JSON; a bad request gets 400 `{"error": "..."}`.
+ */
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { JsonValue } from '../tim/friend-get.js';
+import type { SimulatorConfig } from './config.js';
+import { isFaultKind } from './faults.js';
+import { readBody } from './http-body.js';
+import type { Simulator } from './server.js';
+import type { FriendStore, TagRecord } from './store.js';
+
+/** One explicit change for `POST /__sim/mutate`. A set without `value` clears the tag. */
+export type ControlMutation =
+  | { op: 'addAccount'; account: string }
+  | { op: 'removeAccount'; account: string }
+  | { op: 'addFriend'; account: string; friendId: string; standard?: TagRecord; custom?: TagRecord }
+  | { op: 'removeFriend'; account: string; friendId: string }
+  | { op: 'setStandardTag'; account: string; friendId: string; tag: string; value?: JsonValue }
+  | { op: 'setCustomTag'; account: string; friendId: string; tag: string; value?: JsonValue };
+
+const CONTROL_BODY_LIMIT = 1024 * 1024;
+
+class BadRequest extends Error {}
+
+function isPlainObject(v: unknown): v is Record<string, unknown> {
+  return typeof v === 'object' && v !== null && !Array.isArray(v);
+}
+
+function str(m: Record<string, unknown>, field: string): string {
+  const v = m[field];
+  if (typeof v !== 'string') throw new BadRequest(`${field} must be a string`);
+  return v;
+}
+
+function tags(m: Record<string, unknown>, field: string): TagRecord | undefined {
+  const v = m[field];
+  if (v === undefined) return undefined;
+  if (!isPlainObject(v)) throw new BadRequest(`${field} must be an object of tags`);
+  return v as TagRecord;
+}
+
+/**
+ * Applies one explicit mutation from untrusted JSON.
+ *
+ * @returns whether the store changed
+ * @throws Error with a readable message when the mutation is malformed or refers to missing data
+ */
+export function applyMutation(store: FriendStore, mutation: unknown): boolean {
+  if (!isPlainObject(mutation)) throw new BadRequest('a mutation must be an object');
+  const op = mutation['op'];
+  switch (op) {
+    case 'addAccount':
+      return store.addAccount(str(mutation, 'account'));
+    case 'removeAccount':
+      return store.removeAccount(str(mutation, 'account'));
+    case 'addFriend': {
+      const t: { standard?: TagRecord; custom?: TagRecord } = {};
+      const standard = tags(mutation, 'standard');
+      const custom = tags(mutation, 'custom');
+      if (standard) t.standard = standard;
+      if (custom) t.custom = custom;
+      return store.addFriend(str(mutation, 'account'), str(mutation, 'friendId'), t);
+    }
+    case 'removeFriend':
+      return store.removeFriend(str(mutation, 'account'), str(mutation, 'friendId'));
+    case 'setStandardTag':
+    case 'setCustomTag': {
+      const args = [
+        str(mutation, 'account'),
+        str(mutation, 'friendId'),
+        str(mutation, 'tag'),
+        mutation['value'] as JsonValue | undefined,
+      ] as const;
+      return op === 'setStandardTag' ? store.setStandardTag(...args) : store.setCustomTag(...args);
+    }
+    default:
+      throw new BadRequest(`unknown op ${JSON.stringify(op)}`);
+  }
+}
+
+function isLoopback(address: string | undefined): boolean {
+  return address !== undefined && (address === '::1' || /^(::ffff:)?127\./.test(address));
+}
+
+function sendJson(res: ServerResponse, status: number, value: unknown): void {
+  const text = JSON.stringify(value);
+  res.writeHead(status, {
+    'Content-Type': 'application/json; charset=utf-8',
+    'Content-Length': Buffer.byteLength(text, 'utf8'),
+  });
+  res.end(text);
+}
+
+async function readJson(req: IncomingMessage): Promise<unknown> {
+  const text = await readBody(req, CONTROL_BODY_LIMIT);
+  if (text === undefined) throw new BadRequest('body too large');
+  try {
+    return JSON.parse(text);
+  } catch {
+    throw new BadRequest('body is not JSON');
+  }
+}
+
+/** Serves one `/__sim/*` request. Never throws; errors become 400/403/404/500 answers. */
+export function handleControl(
+  sim: Simulator,
+  req: IncomingMessage,
+  res: ServerResponse,
+  path: string,
+  query: URLSearchParams,
+): void {
+  if (!isLoopback(req.socket.remoteAddress)) {
+    sendJson(res, 403, { error: 'the control API answers loopback clients only' });
+    return;
+  }
+  route(sim, req, res, path, query).catch((err: unknown) => {
+    if (res.headersSent) return;
+    const message = err instanceof Error ? err.message : String(err);
+    // Store and config checks throw Error or RangeError on bad input, the caller's fault; a TypeError
+    // or a non-Error is a simulator bug.
+    const status = err instanceof Error && !(err instanceof TypeError) ? 400 : 500;
+    sendJson(res, status, { error: message });
+  });
+}
+
+async function route(
+  sim: Simulator,
+  req: IncomingMessage,
+  res: ServerResponse,
+  path: string,
+  query: URLSearchParams,
+): Promise<void> {
+  const endpoint = `${req.method} ${path}`;
+  switch (endpoint) {
+    case 'GET /__sim/stats':
+      sendJson(res, 200, {
+        ...sim.stats(),
+        maxCallsInWindow: sim.maxCallsInWindow(1000),
+        config: sim.config,
+      });
+      return;
+    case 'GET /__sim/accounts':
+      sendJson(res, 200, { accounts: sim.store.accountIds() });
+      return;
+    case 'GET /__sim/truth': {
+      const account = query.get('account');
+      if (account === null || !sim.store.hasAccount(account)) {
+        sendJson(res, 404, { error: 'unknown account' });
+        return;
+      }
+      sendJson(res, 200, sim.store.truth(account));
+      return;
+    }
+    case 'GET /__sim/calls': {
+      const limit = Number(query.get('limit') ?? 1000);
+      if (!Number.isSafeInteger(limit) || limit < 0)
+        throw new BadRequest('limit must be a non-negative integer');
+      sendJson(res, 200, { calls: sim.lastCalls(limit) });
+      return;
+    }
+    case 'POST /__sim/mutate': {
+      const body = await readJson(req);
+      if (isPlainObject(body) && isPlainObject(body['random'])) {
+        const r = body['random'];
+        const fraction = r['fraction'];
+        const seed = r['seed'] ?? Date.now();
+        if (typeof fraction !== 'number' || typeof seed !== 'number') {
+          throw new BadRequest('random needs a numeric fraction (and seed)');
+        }
+        sendJson(res, 200, { changed: sim.store.mutateRandom({ fraction, seed }) });
+        return;
+      }
+      const list = Array.isArray(body) ? body : isPlainObject(body) ? body['mutations'] : undefined;
+      if (!Array.isArray(list)) throw new BadRequest('expected {"random": {...}} or {"mutations": [...]}');
+      const changed = new Set<string>();
+      for (const [i, m] of list.entries()) {
+        try {
+          if (applyMutation(sim.store, m)) changed.add((m as { account: string }).account);
+        } catch (err) {
+          const message = err instanceof Error ? err.message : String(err);
+          throw new BadRequest(`mutations[${i}]: ${message} (earlier mutations were applied)`);
+        }
+      }
+      sendJson(res, 200, { changed: [...changed] });
+      return;
+    }
+    case 'POST /__sim/config': {
+      const body = await readJson(req);
+      if (!isPlainObject(body)) throw new BadRequest('expected an object of options');
+      sim.configure(body as Partial<SimulatorConfig>);
+      sendJson(res, 200, { config: sim.config });
+      return;
+    }
+    case 'POST /__sim/faults': {
+      const body = await readJson(req);
+      const kind = isPlainObject(body) ? body['kind'] : undefined;
+      const count = isPlainObject(body) ? (body['count'] ?? 1) : 1;
+      if (!isFaultKind(kind))
+        throw new BadRequest('kind must be a fault kind, e.g. "reset" or "error:30006"');
+      if (typeof count !== 'number') throw new BadRequest('count must be a number');
+      sim.injectFaults(kind, count);
+      sendJson(res, 200, { pending: sim.pendingFaults });
+      return;
+    }
+    case 'POST /__sim/clear-calls':
+      sim.clearCalls();
+      sendJson(res, 200, {});
+      return;
+    default:
+      sendJson(res, 404, { error: `no control endpoint ${endpoint}` });
+  }
+}

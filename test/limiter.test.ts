@@ -1,0 +1,112 @@
+/**
+ * The limiter's guarantee: at most `limit` call starts in any one-second window, with room for
+ * `jitterMs` of arrival jitter, whatever the callers do, and a call never starts after its signal aborted.
+ */
+import { describe, expect, it } from 'vitest';
+import { maxInWindow } from '../src/simulator/index.js';
+import { CallLimiter, SlidingWindow } from '../src/sync/limiter.js';
+import { isRetryable, withRetries } from '../src/sync/retry.js';
+import { TimApiError, TimDecodeError } from '../src/tim/errors.js';
+
+describe('CallLimiter', () => {
+  it('never starts more than the limit in any 1 s + jitter window, with bursts and chains of callers', async () => {
+    const limiter = new CallLimiter({ ratePerSecond: 60, jitterMs: 30 });
+    const starts: number[] = [];
+    const call = () =>
+      limiter.schedule(async () => {
+        starts.push(performance.now());
+        await new Promise((r) => setTimeout(r, Math.random() * 15));
+      });
+    // A burst of 80 at once, plus 10 callers that each make 6 calls back to back.
+    await Promise.all([
+      ...Array.from({ length: 80 }, call),
+      ...Array.from({ length: 10 }, async () => {
+        for (let i = 0; i < 6; i++) await call();
+      }),
+    ]);
+    await limiter.stop();
+    expect(starts).toHaveLength(140);
+    // The contract: no one-second window of call starts holds more than the limit, even though each
+    // start lags its grant by a little (the allowance covers up to 30 ms of such lag).
+    expect(maxInWindow(starts, 1000)).toBeLessThanOrEqual(60);
+    // And the guard itself: grants (≈ starts, give or take a millisecond) never crowd a 1,029 ms window.
+    expect(maxInWindow(starts, 1029)).toBeLessThanOrEqual(60);
+  });
+
+  it('does not run a call whose signal aborted while it waited', async () => {
+    const limiter = new CallLimiter({ ratePerSecond: 2, jitterMs: 0 });
+    const ran: number[] = [];
+    const ac = new AbortController();
+    const calls = [0, 1, 2, 3].map((i) =>
+      limiter.schedule(async () => {
+        ran.push(i);
+      }, ac.signal),
+    );
+    setTimeout(() => ac.abort(new Error('stop')), 50);
+    const results = await Promise.allSettled(calls);
+    await limiter.stop();
+    expect(ran.length).toBeLessThan(4);
+    expect(results.filter((r) => r.status === 'rejected').length).toBe(4 - ran.length);
+  });
+});
+
+describe('SlidingWindow', () => {
+  it('grants in order and waits for the oldest grant to leave the window (fake clock)', async () => {
+    let now = 0;
+    const w = new SlidingWindow(3, 1000, () => now);
+    for (let i = 0; i < 3; i++) await w.acquire();
+    let granted = false;
+    const fourth = w.acquire().then(() => {
+      granted = true;
+    });
+    await new Promise((r) => setTimeout(r, 20));
+    expect(granted).toBe(false);
+    now = 1000;
+    await fourth;
+    expect(granted).toBe(true);
+  });
+});
+
+describe('withRetries', () => {
+  it('retries transient errors with backoff, and not the others', async () => {
+    let n = 0;
+    const delays: number[] = [];
+    const result = await withRetries(
+      async () => {
+        if (++n < 3) throw new TimApiError(30006, 'internal');
+        return 'ok';
+      },
+      { baseDelayMs: 1, maxDelayMs: 4, random: () => 0.99, onRetry: (_e, _a, d) => delays.push(d) },
+    );
+    expect(result).toBe('ok');
+    expect(delays).toEqual([0, 1]);
+
+    let m = 0;
+    await expect(
+      withRetries(
+        async () => {
+          m++;
+          throw new TimApiError(30004, 'not admin');
+        },
+        { baseDelayMs: 1 },
+      ),
+    ).rejects.toMatchObject({ errorCode: 30004 });
+    expect(m).toBe(1);
+    expect(isRetryable(new TimDecodeError('x'))).toBe(true);
+    expect(isRetryable(new Error('x'))).toBe(false);
+  });
+
+  it('gives up after the configured attempts', async () => {
+    let n = 0;
+    await expect(
+      withRetries(
+        async () => {
+          n++;
+          throw new TimApiError(70169, 'timeout');
+        },
+        { attempts: 3, baseDelayMs: 1 },
+      ),
+    ).rejects.toBeInstanceOf(TimApiError);
+    expect(n).toBe(3);
+  });
+});
