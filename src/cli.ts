@@ -9,9 +9,17 @@ import { parseArgs } from 'node:util';
 import { openDb } from './app.js';
 import { accountsAdd, accountsImport, accountsList, accountsRemove } from './commands/accounts.js';
 import { type CommandContext, EXIT, UsageError } from './commands/context.js';
+import { runCommand } from './commands/run.js';
 import { resyncCommand, statusCommand } from './commands/status.js';
-import { runCommand, syncCommand } from './commands/sync.js';
-import { ConfigError, loadDbConfig, loadLogConfig, loadSyncConfig, loadTimConfig } from './config.js';
+import { syncCommand } from './commands/sync.js';
+import {
+  ConfigError,
+  loadDaemonConfig,
+  loadDbConfig,
+  loadLogConfig,
+  loadSyncConfig,
+  loadTimConfig,
+} from './config.js';
 import { MigrationFailedError, migrateToLatest } from './db/migrate.js';
 import { createLogger } from './log.js';
 
@@ -124,6 +132,7 @@ async function dispatch(ctx: CommandContext, argv: string[]): Promise<number> {
   const needsTim = command === 'sync' || command === 'run';
   const tim = needsTim ? loadTimConfig(ctx.env) : undefined;
   const sync = needsTim ? loadSyncConfig(ctx.env) : undefined;
+  const daemon = command === 'run' ? loadDaemonConfig(ctx.env) : undefined;
   const dbCfg = loadDbConfig(ctx.env);
   if (command === 'accounts' && !['add', 'import', 'remove', 'list'].includes(positionals[0] ?? '')) {
     throw new UsageError('accounts needs one of: add, import, remove, list');
@@ -150,7 +159,7 @@ async function dispatch(ctx: CommandContext, argv: string[]): Promise<number> {
       case 'sync':
         return await syncCommand(ctx, db, { tim: tim!, sync: sync! }, { all, ids: positionals });
       case 'run':
-        return await runCommand(ctx, db, { tim: tim!, sync: sync! });
+        return await runCommand(ctx, db, { db: dbCfg, tim: tim!, sync: sync!, daemon: daemon! });
       case 'resync':
         return await resyncCommand(ctx, db, { full, all, ids: positionals });
       default:

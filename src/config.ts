@@ -197,6 +197,8 @@ export interface SyncConfig {
   maxPages: number;
   /** `SYNC_RETRY_ATTEMPTS`: tries per call for transient errors. */
   retryAttempts: number;
+  /** `SYNC_LEASE`: how long a claimed account stays claimed if its replica dies mid-sync. */
+  leaseMs: number;
 }
 
 /** Loads the `SYNC_*` settings. */
@@ -206,6 +208,7 @@ export function loadSyncConfig(env: Env = process.env): Readonly<SyncConfig> {
     intervalMs: duration(env, 'SYNC_INTERVAL', 3_600_000, 1_000),
     maxPages: int(env, 'SYNC_MAX_PAGES', 100, 1, 10_000),
     retryAttempts: int(env, 'SYNC_RETRY_ATTEMPTS', 4, 1, 20),
+    leaseMs: duration(env, 'SYNC_LEASE', 300_000, 5_000),
   });
 }
 
@@ -223,4 +226,37 @@ export function loadLogConfig(env: Env = process.env): Readonly<LogConfig> {
     throw new ConfigError('LOG_LEVEL', `must be one of ${LEVELS.join('|')}, got ${shown('LOG_LEVEL', raw)}`);
   }
   return Object.freeze({ level: raw as LogConfig['level'] });
+}
+
+/** Daemon settings (`run`). */
+export interface DaemonConfig {
+  /** `HTTP_HOST`: admin server address; loopback unless told otherwise. */
+  httpHost: string;
+  /** `HTTP_PORT`: admin server port; 0 picks a free one. */
+  httpPort: number;
+  /** `ADMIN_TOKEN`: bearer token for mutating admin endpoints; unset disables them. */
+  adminToken?: string;
+  /** `SHUTDOWN_TIMEOUT`: how long accounts in flight may take to finish after SIGTERM. */
+  shutdownTimeoutMs: number;
+  /** `LOG_SUMMARY_INTERVAL`: how often the daemon logs a summary line at info level. */
+  summaryIntervalMs: number;
+  /** `REPLICA_ID`: this replica's name in `tim.replicas`; default host-pid-random. */
+  replicaId?: string;
+}
+
+/** Loads the daemon settings. */
+export function loadDaemonConfig(env: Env = process.env): Readonly<DaemonConfig> {
+  const adminToken = str(env, 'ADMIN_TOKEN');
+  if (adminToken !== undefined && adminToken.length < 16) {
+    throw new ConfigError('ADMIN_TOKEN', 'must be at least 16 characters (e.g. openssl rand -hex 24)');
+  }
+  const replicaId = str(env, 'REPLICA_ID');
+  return Object.freeze({
+    httpHost: str(env, 'HTTP_HOST') ?? '127.0.0.1',
+    httpPort: int(env, 'HTTP_PORT', 8080, 0, 65_535),
+    ...(adminToken ? { adminToken } : {}),
+    shutdownTimeoutMs: duration(env, 'SHUTDOWN_TIMEOUT', 30_000, 1_000),
+    summaryIntervalMs: duration(env, 'LOG_SUMMARY_INTERVAL', 30_000, 1_000),
+    ...(replicaId ? { replicaId } : {}),
+  });
 }

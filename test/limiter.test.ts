@@ -2,7 +2,7 @@
  * The limiter's guarantee: at most `limit` call starts in any one-second window, with room for
  * `jitterMs` of arrival jitter, whatever the callers do, and a call never starts after its signal aborted.
  */
-import { describe, expect, it } from 'vitest';
+import { describe, expect, it, vi } from 'vitest';
 import { maxInWindow } from '../src/simulator/index.js';
 import { CallLimiter, SlidingWindow } from '../src/sync/limiter.js';
 import { isRetryable, withRetries } from '../src/sync/retry.js';
@@ -51,19 +51,36 @@ describe('CallLimiter', () => {
 });
 
 describe('SlidingWindow', () => {
-  it('grants in order and waits for the oldest grant to leave the window (fake clock)', async () => {
-    let now = 0;
-    const w = new SlidingWindow(3, 1000, () => now);
-    for (let i = 0; i < 3; i++) await w.acquire();
-    let granted = false;
-    const fourth = w.acquire().then(() => {
-      granted = true;
+  it('spaces grants on a schedule and waits for the oldest to leave the window (fake timers)', async () => {
+    vi.useFakeTimers();
+    try {
+      const t0 = Date.now();
+      const w = new SlidingWindow(3, 900, () => Date.now());
+      const grantedAt: number[] = [];
+      const all = Promise.all(
+        [1, 2, 3, 4].map(() => w.acquire().then(() => grantedAt.push(Date.now() - t0))),
+      );
+      await vi.advanceTimersByTimeAsync(2_000);
+      await all;
+      // One slot of catch-up is allowed (so late timers cost no rate), then 900/3 = 300 ms apart;
+      // the fourth waits until the first has left the 900 ms window.
+      expect(grantedAt).toEqual([0, 0, 300, 900]);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('holds every grant while the limit is 0 and releases them when it is raised', async () => {
+    const w = new SlidingWindow(0, 1000, () => performance.now());
+    let granted = 0;
+    const all = Promise.all([w.acquire(), w.acquire()]).then(() => {
+      granted = 2;
     });
-    await new Promise((r) => setTimeout(r, 20));
-    expect(granted).toBe(false);
-    now = 1000;
-    await fourth;
-    expect(granted).toBe(true);
+    await new Promise((r) => setTimeout(r, 50));
+    expect(granted).toBe(0);
+    w.setLimit(100);
+    await all;
+    expect(granted).toBe(2);
   });
 });
 

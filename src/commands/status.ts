@@ -2,12 +2,9 @@
  * `friend-mirror status` and `friend-mirror resync`.
  */
 import { type Kysely, sql } from 'kysely';
-import { countByStatus, unknownAccountIds } from '../db/accounts.js';
+import { countByStatus, requestResync } from '../db/accounts.js';
 import type { Database } from '../db/schema.js';
 import { type CommandContext, EXIT, UsageError } from './context.js';
-
-/** Postgres channel a running daemon may LISTEN on to start resyncs at once. */
-export const RESYNC_CHANNEL = 'tim_friend_mirror_resync';
 
 /** `status`: counts by state, how far behind the oldest due account is, and recent errors. */
 export async function statusCommand(ctx: CommandContext, db: Kysely<Database>): Promise<number> {
@@ -28,6 +25,20 @@ export async function statusCommand(ctx: CommandContext, db: Kysely<Database>): 
     `due now: ${row.due}; oldest due for ${row.lag_seconds === null ? 0 : Math.round(Number(row.lag_seconds))}s`,
   );
   ctx.out(`friend rows: ${row.friends}`);
+  const pending = await sql<{ resync: string; never: string; leased: string }>`
+    SELECT count(*) FILTER (WHERE priority = 0) AS resync,
+           count(*) FILTER (WHERE priority = 1 AND status NOT IN ('disabled', 'missing')) AS never,
+           count(*) FILTER (WHERE lease_expires_at > now()) AS leased
+    FROM tim.accounts`.execute(db);
+  const p = pending.rows[0]!;
+  ctx.out(`pending: ${p.resync} resync request(s), ${p.never} never synced; syncing now: ${p.leased}`);
+  const replicas = await sql<{ replica_id: string; calls_per_second: number; age: number }>`
+    SELECT replica_id, calls_per_second, extract(epoch FROM now() - heartbeat_at)::float8 AS age
+    FROM tim.replicas WHERE expires_at > now() ORDER BY replica_id`.execute(db);
+  ctx.out(`replicas running: ${replicas.rows.length}`);
+  for (const r of replicas.rows) {
+    ctx.out(`  ${r.replica_id}: ${r.calls_per_second} calls/s share, heartbeat ${r.age.toFixed(1)}s ago`);
+  }
   const errors = await db
     .selectFrom('tim.accounts')
     .select(['account_id', 'status', 'last_error', 'last_attempt_at'])
@@ -47,8 +58,7 @@ export async function statusCommand(ctx: CommandContext, db: Kysely<Database>): 
 }
 
 /**
- * `resync [--full] (<id...>|--all)`: makes accounts due now. `--full` also forgets their stored
- * sequences, so the next pull reads everything and replaces what the mirror holds.
+ * `resync [--full] (<id...>|--all)`: see {@link requestResync}.
  */
 export async function resyncCommand(
   ctx: CommandContext,
@@ -56,20 +66,10 @@ export async function resyncCommand(
   opts: { full: boolean; all: boolean; ids: string[] },
 ): Promise<number> {
   if (opts.all === opts.ids.length > 0) throw new UsageError('resync needs account ids or --all, not both');
-  const unknown = opts.all ? [] : await unknownAccountIds(db, opts.ids);
+  const { marked, unknown } = await requestResync(db, opts.all ? { all: true } : { ids: opts.ids }, opts);
   for (const id of unknown) ctx.out(`account ${JSON.stringify(id)} is not mirrored; skipped`);
-  const res = await db
-    .updateTable('tim.accounts')
-    .set({
-      next_sync_at: sql`'-infinity'`,
-      // Asking for a missing account by hand means "look again", so it rejoins the active ones.
-      status: sql`CASE WHEN status = 'missing' THEN 'pending' ELSE status END`,
-      ...(opts.full ? { standard_sequence: null, custom_sequence: null } : {}),
-    })
-    .$if(!opts.all, (q) => q.where('account_id', '=', sql<string>`ANY(${opts.ids}::text[])`))
-    .where('status', '<>', 'disabled')
-    .executeTakeFirst();
-  await sql`SELECT pg_notify(${RESYNC_CHANNEL}, '')`.execute(db);
-  ctx.out(`marked ${Number(res.numUpdatedRows)} account(s) for ${opts.full ? 'full ' : ''}resync`);
+  ctx.out(
+    `marked ${marked} account(s) for ${opts.full ? 'full ' : ''}resync; running daemons start them now`,
+  );
   return unknown.length > 0 ? EXIT.failed : EXIT.ok;
 }

@@ -1,11 +1,15 @@
 /**
  * `friend-mirror sync` (one pass) and `friend-mirror run` (passes until stopped).
  */
+import { hostname } from 'node:os';
 import type { Kysely } from 'kysely';
 import { passDepsFrom, timClientFrom } from '../app.js';
 import type { SyncConfig, TimConfig } from '../config.js';
 import { type AccountSelection, selectAccounts, unknownAccountIds } from '../db/accounts.js';
+import { claimAccount } from '../db/leases.js';
+import { heartbeat, leaveReplicas } from '../db/replicas.js';
 import type { Database } from '../db/schema.js';
+import { ReplicaBudget } from '../sync/budget.js';
 import { sleep } from '../sync/limiter.js';
 import { type PassDeps, type PassSummary, runPass } from '../sync/pass.js';
 import { TimError } from '../tim/errors.js';
@@ -16,7 +20,8 @@ export function formatSummary(s: PassSummary): string {
   const secs = s.elapsedMs / 1000;
   return (
     `synced ${s.done}/${s.total} account(s) in ${secs.toFixed(1)}s: ${s.changed} changed, ${s.unchanged} unchanged, ` +
-    `${s.missing} missing, ${s.failed} failed${s.skipped ? `, ${s.skipped} not started` : ''}; ` +
+    `${s.missing} missing, ${s.failed} failed${s.skipped ? `, ${s.skipped} not started` : ''}` +
+    `${s.busy ? `, ${s.busy} skipped (being synced by a daemon)` : ''}; ` +
     `${s.calls} calls (${(s.calls / Math.max(secs, 0.001)).toFixed(1)}/s), ` +
     `${s.friendsWritten} friend rows and ${s.tagsWritten} tag rows written`
   );
@@ -76,65 +81,49 @@ export async function syncCommand(
   }
   const accounts = await selectAccounts(db, selection);
   const client = timClientFrom(cfg.tim, cfg.sync);
+  const owner = `sync-${hostname()}-${process.pid}`;
+  const deps = passDepsFrom(db, client, cfg.tim, cfg.sync, ctx.log);
+  // A one-shot pass takes its share of the budget like a daemon replica, so running `sync` next to
+  // daemons never pushes the app over TIM_RATE_LIMIT.
+  deps.limiter.setRate(0);
+  const budget = new ReplicaBudget({
+    replicaId: owner,
+    limit: cfg.tim.rateLimitPerSecond,
+    heartbeat: (peers, callsPerSecond) =>
+      heartbeat(db, {
+        replicaId: owner,
+        hostname: hostname(),
+        pid: process.pid,
+        ttlMs: 5_000,
+        peers,
+        callsPerSecond,
+      }),
+    setRate: (rate) => deps.limiter.setRate(rate),
+    now: () => performance.now(),
+    sleep,
+    fastStartWhenAlone: true,
+    onChange: (rate, peers) =>
+      ctx.log.info({ rate, peers }, `call budget share: ${rate}/s with ${peers} replica(s)`),
+  });
+  const stopBudget = new AbortController();
+  const budgetRun = budget.run(stopBudget.signal);
   try {
-    const deps = passDepsFrom(db, client, cfg.tim, cfg.sync, ctx.log);
-    const summary = await runPass({ ...deps, signal: ctx.signal, onAccount: progressLogger(ctx) }, accounts);
-    await deps.limiter.stop();
+    const summary = await runPass(
+      {
+        ...deps,
+        signal: ctx.signal,
+        onAccount: progressLogger(ctx),
+        claim: (id) => claimAccount(db, id, { owner, leaseMs: cfg.sync.leaseMs }),
+      },
+      accounts,
+    );
     ctx.out(formatSummary(summary));
     if (summary.stoppedBy) ctx.out(`stopped early: ${summary.stoppedBy.message}`);
     return exitCodeOf(summary);
   } finally {
-    await client.close();
-  }
-}
-
-/**
- * `run`: syncs due accounts pass after pass until SIGTERM/SIGINT. Between passes it waits for the
- * next account to come due (at most `idleMs`). A pass stopped by a configuration error ends the
- * daemon with exit 2, so a supervisor shows the failure instead of a silent loop.
- */
-export async function runCommand(
-  ctx: CommandContext,
-  db: Kysely<Database>,
-  cfg: { tim: TimConfig; sync: SyncConfig },
-  idleMs = 1_000,
-): Promise<number> {
-  const client = timClientFrom(cfg.tim, cfg.sync);
-  const deps = passDepsFrom(db, client, cfg.tim, cfg.sync, ctx.log);
-  ctx.log.info(
-    { rateLimit: cfg.tim.rateLimitPerSecond, concurrency: cfg.sync.concurrency },
-    'daemon started',
-  );
-  try {
-    while (!ctx.signal.aborted) {
-      let accounts: Awaited<ReturnType<typeof selectAccounts>>;
-      try {
-        accounts = await selectAccounts(db, { kind: 'due' });
-      } catch (err) {
-        ctx.log.error(
-          { err: { message: (err as Error).message } },
-          'cannot read due accounts; retrying in 5 s',
-        );
-        await sleep(5_000, ctx.signal).catch(() => {});
-        continue;
-      }
-      if (accounts.length === 0) {
-        await sleep(idleMs, ctx.signal).catch(() => {});
-        continue;
-      }
-      const summary = await runPass(
-        { ...deps, signal: ctx.signal, onAccount: progressLogger(ctx) },
-        accounts,
-      );
-      ctx.log.info({ ...summary, stoppedBy: summary.stoppedBy?.message }, formatSummary(summary));
-      if (summary.stoppedBy instanceof TimError && summary.stoppedBy.retryClass === 'fatal-config') {
-        ctx.log.fatal(`stopping: ${summary.stoppedBy.message}`);
-        return EXIT.usage;
-      }
-    }
-    ctx.log.info('daemon stopped');
-    return EXIT.ok;
-  } finally {
+    stopBudget.abort();
+    await budgetRun;
+    await leaveReplicas(db, owner).catch(() => {});
     await deps.limiter.stop();
     await client.close();
   }

@@ -1,7 +1,7 @@
 /**
  * The `tim.accounts` table: which accounts are mirrored, their sequences and sync state.
  */
-import { type Kysely, sql } from 'kysely';
+import { type Kysely, type RawBuilder, sql } from 'kysely';
 import type { AccountStatus, Database } from './schema.js';
 
 /** What a sync needs to know about one account. */
@@ -122,6 +122,21 @@ export async function unknownAccountIds(db: Kysely<Database>, ids: readonly stri
   return res.rows.map((r) => r.id);
 }
 
+/**
+ * The bookkeeping every finished attempt writes (success or failure): the lease is released, and
+ * the account is due at `nextSyncAt` with regular priority, unless a resync was requested while
+ * it was being synced, in which case it is due again at once.
+ */
+export function afterSync(nextSyncAt: RawBuilder<Date>) {
+  return {
+    next_sync_at: sql<Date>`CASE WHEN resync_requested_at > leased_at THEN '-infinity'::timestamptz ELSE ${nextSyncAt} END`,
+    priority: sql<number>`CASE WHEN resync_requested_at > leased_at THEN 0 ELSE 2 END`,
+    lease_owner: null,
+    leased_at: null,
+    lease_expires_at: null,
+  };
+}
+
 /** When to look at a failed account again. */
 export type RetryAfter =
   /** A fixed delay, e.g. for a missing account. */
@@ -151,7 +166,7 @@ export async function recordFailure(
       last_error: opts.error.slice(0, 1000),
       last_attempt_at: sql`now()`,
       failures: eb('failures', '+', 1),
-      next_sync_at: sql`now() + ${delayMs} * interval '1 millisecond'`,
+      ...afterSync(sql<Date>`now() + ${delayMs} * interval '1 millisecond'`),
     }))
     .where('account_id', '=', accountId)
     .execute();
@@ -167,4 +182,39 @@ export async function countByStatus(db: Kysely<Database>): Promise<Record<Accoun
   const out: Record<AccountStatus, number> = { pending: 0, ok: 0, missing: 0, failing: 0, disabled: 0 };
   for (const r of rows) out[r.status] = Number(r.n);
   return out;
+}
+
+/** Postgres channel running daemons LISTEN on, so resync requests start within a moment. */
+export const RESYNC_CHANNEL = 'tim_friend_mirror_resync';
+
+/**
+ * Marks accounts for a resync: highest priority and due now, and a `missing` account rejoins the
+ * active ones. An account being synced right now is left to finish, then synced again at once
+ * (its lease is respected, so two replicas never sync it together). `full` also forgets the stored
+ * sequences, so the next pull reads and replaces everything. Running daemons are notified.
+ *
+ * @returns how many accounts were marked, and the requested ids that are not mirrored
+ */
+export async function requestResync(
+  db: Kysely<Database>,
+  req: { ids: readonly string[] } | { all: true },
+  opts: { full: boolean },
+): Promise<{ marked: number; unknown: string[] }> {
+  const unknown = 'ids' in req ? await unknownAccountIds(db, req.ids) : [];
+  const res = await db
+    .updateTable('tim.accounts')
+    .set({
+      priority: 0,
+      resync_requested_at: sql`now()`,
+      next_sync_at: sql`CASE WHEN lease_expires_at > now() THEN next_sync_at ELSE '-infinity'::timestamptz END`,
+      status: sql`CASE WHEN status = 'missing' THEN 'pending' ELSE status END`,
+      ...(opts.full ? { standard_sequence: null, custom_sequence: null } : {}),
+    })
+    .$if('ids' in req, (q) =>
+      q.where('account_id', '=', sql<string>`ANY(${'ids' in req ? [...req.ids] : []}::text[])`),
+    )
+    .where('status', '<>', 'disabled')
+    .executeTakeFirst();
+  await sql`SELECT pg_notify(${RESYNC_CHANNEL}, '')`.execute(db);
+  return { marked: Number(res.numUpdatedRows), unknown };
 }

@@ -7,6 +7,7 @@
  * values are unchanged (`IS DISTINCT FROM`), so an incremental pass rewrites nothing it need not.
  */
 import { type Kysely, sql, type Transaction } from 'kysely';
+import { afterSync } from './accounts.js';
 import type { Database } from './schema.js';
 
 /** A friend's standard fields, as columns. `addTime` is Unix seconds. */
@@ -148,7 +149,7 @@ export async function applySnapshot(
         failures: 0,
         last_synced_at: sql`now()`,
         last_attempt_at: sql`now()`,
-        next_sync_at: nextSyncAt(schedule),
+        ...afterSync(nextSyncAt(schedule)),
         ...(changed ? { last_changed_at: sql`now()` } : {}),
       })
       .where('account_id', '=', snap.accountId)
@@ -176,7 +177,7 @@ export async function recordUnchanged(
       failures: 0,
       last_synced_at: sql`now()`,
       last_attempt_at: sql`now()`,
-      next_sync_at: nextSyncAt(schedule),
+      ...afterSync(nextSyncAt(schedule)),
     })
     .where('account_id', '=', accountId)
     .where('standard_sequence', '=', standardSequence)

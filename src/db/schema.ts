@@ -25,6 +25,24 @@ export interface AccountsTable {
   last_changed_at: Timestamp | null;
   failures: Generated<number>;
   next_sync_at: DefaultedTimestamp;
+  /** 0 resync requested, 1 never synced, 2 regular. */
+  priority: Generated<number>;
+  resync_requested_at: Timestamp | null;
+  lease_owner: string | null;
+  leased_at: Timestamp | null;
+  lease_expires_at: Timestamp | null;
+}
+
+export interface ReplicasTable {
+  replica_id: string;
+  hostname: string;
+  pid: number;
+  started_at: DefaultedTimestamp;
+  heartbeat_at: DefaultedTimestamp;
+  expires_at: Timestamp;
+  peers: Generated<number>;
+  peers_since: DefaultedTimestamp;
+  calls_per_second: Generated<number>;
 }
 
 export interface FriendsTable {
@@ -53,4 +71,5 @@ export interface Database {
   'tim.accounts': AccountsTable;
   'tim.friends': FriendsTable;
   'tim.friend_tags': FriendTagsTable;
+  'tim.replicas': ReplicasTable;
 }

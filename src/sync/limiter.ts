@@ -29,12 +29,41 @@ export interface CallLimiterOptions {
 export class CallLimiter {
   readonly #bottleneck: Bottleneck;
   readonly #window: SlidingWindow;
+  readonly #windowMs: number;
+  #rate: number;
 
   constructor(opts: CallLimiterOptions) {
-    const windowMs = 1000 + (opts.jitterMs ?? 20);
-    const limit = Math.max(1, Math.floor(opts.ratePerSecond));
-    this.#bottleneck = new Bottleneck({ minTime: windowMs / limit, maxConcurrent: null });
-    this.#window = new SlidingWindow(limit, windowMs, opts.now ?? (() => performance.now()));
+    this.#windowMs = 1000 + (opts.jitterMs ?? 20);
+    this.#rate = Math.max(0, Math.floor(opts.ratePerSecond));
+    this.#bottleneck = new Bottleneck({ minTime: this.#minTime(), maxConcurrent: null });
+    this.#window = new SlidingWindow(this.#rate, this.#windowMs, opts.now ?? (() => performance.now()));
+  }
+
+  /**
+   * Bottleneck fixes each queued job's start time when it is queued, so a slow pace set while
+   * paused would hold back every queued job long after the rate is raised. While paused, jobs pass
+   * straight through to the window guard, which holds them until the rate is raised.
+   */
+  #minTime(): number {
+    return this.#rate === 0 ? 0 : this.#windowMs / this.#rate;
+  }
+
+  /** Calls per second this limiter currently allows. */
+  get rate(): number {
+    return this.#rate;
+  }
+
+  /**
+   * Changes the allowed rate (a replica's share of the budget moves as replicas come and go).
+   * 0 pauses every call until the rate is raised again. A lower rate holds for new calls at once;
+   * calls already made stay in the window, so the lower rate is reached within one window.
+   */
+  setRate(ratePerSecond: number): void {
+    const rate = Math.max(0, Math.floor(ratePerSecond));
+    if (rate === this.#rate) return;
+    this.#rate = rate;
+    this.#bottleneck.updateSettings({ minTime: this.#minTime() });
+    this.#window.setLimit(rate);
   }
 
   /** Runs `fn` when the budget allows. Rejects without running it if `signal` aborts first. */
@@ -48,38 +77,64 @@ export class CallLimiter {
 
   /** Calls waiting for their turn. */
   queued(): number {
-    return this.#bottleneck.queued();
+    return this.#bottleneck.queued() + this.#window.waiting;
   }
 
   /** Drops queued calls and stops pacing. */
   async stop(): Promise<void> {
+    this.#window.close();
     await this.#bottleneck.stop({ dropWaitingJobs: true });
   }
 }
 
 /**
- * At most `limit` acquisitions in any `windowMs`. Acquisitions are granted in call order.
+ * At most `limit` acquisitions in any `windowMs`. Acquisitions are granted in call order. The limit
+ * can change at any time; 0 holds every acquisition until it is raised.
  */
 export class SlidingWindow {
-  readonly #limit: number;
   readonly #windowMs: number;
   readonly #now: () => number;
-  /** Ring of the last `limit` grant times. */
-  readonly #grants: number[];
-  #next = 0;
+  #limit: number;
+  /** Grant times within the last window, oldest first. */
+  #grants: number[] = [];
   #tail: Promise<void> = Promise.resolve();
+  /** Wakes a waiter when the limit changes or the window closes. */
+  #changed = new AbortController();
+  #closed = false;
+  #waiting = 0;
+  /** Earliest time of the next grant, for even spacing. */
+  #nextAt = Number.NEGATIVE_INFINITY;
 
   constructor(limit: number, windowMs: number, now: () => number) {
     this.#limit = limit;
     this.#windowMs = windowMs;
     this.#now = now;
-    this.#grants = new Array<number>(limit).fill(Number.NEGATIVE_INFINITY);
+  }
+
+  /** Acquisitions waiting for their turn. */
+  get waiting(): number {
+    return this.#waiting;
+  }
+
+  /** Changes the limit; waiters re-check at once. */
+  setLimit(limit: number): void {
+    this.#limit = limit;
+    const changed = this.#changed;
+    this.#changed = new AbortController();
+    changed.abort();
+  }
+
+  /** Rejects current and future waiters (shutdown). */
+  close(): void {
+    this.#closed = true;
+    this.setLimit(this.#limit);
   }
 
   /** Resolves when a call may start. */
   acquire(signal?: AbortSignal): Promise<void> {
+    this.#waiting++;
     // Chained so that concurrent callers are granted one at a time, in order.
-    const turn = this.#tail.then(() => this.#grant(signal));
+    const turn = this.#tail.then(() => this.#grant(signal)).finally(() => this.#waiting--);
     this.#tail = turn.catch(() => {});
     return turn;
   }
@@ -87,13 +142,30 @@ export class SlidingWindow {
   async #grant(signal?: AbortSignal): Promise<void> {
     for (;;) {
       signal?.throwIfAborted();
-      const oldest = this.#grants[this.#next]!;
-      const wait = oldest + this.#windowMs - this.#now();
-      if (wait <= 0) break;
-      await sleep(wait, signal);
+      if (this.#closed) throw new Error('limiter stopped');
+      const now = this.#now();
+      while (this.#grants.length > 0 && this.#grants[0]! + this.#windowMs <= now) this.#grants.shift();
+      // Spaced evenly as well as counted: after a pause (or a raise) the window is empty, and
+      // without spacing every waiting call would go out in one burst. Slots are kept on a schedule
+      // (#nextAt), not measured from the last actual grant, so late timers do not lower the rate.
+      const spacing = this.#limit === 0 ? 0 : this.#nextAt - now;
+      if (this.#grants.length < this.#limit && spacing <= 0) break;
+      // Full, too soon, or paused: wait until a call may go, or the limit changes.
+      const wait =
+        this.#grants.length < this.#limit
+          ? spacing
+          : this.#limit > 0 && this.#grants.length > 0
+            ? this.#grants[this.#grants.length - this.#limit]! + this.#windowMs - now
+            : 60_000;
+      const changed = this.#changed.signal;
+      const wake = signal ? AbortSignal.any([signal, changed]) : changed;
+      await sleep(Math.max(wait, 1), wake).catch(() => {});
     }
-    this.#grants[this.#next] = this.#now();
-    this.#next = (this.#next + 1) % this.#limit;
+    const now = this.#now();
+    this.#grants.push(now);
+    // At most one slot of catch-up after an idle spell: the schedule never banks a burst.
+    const interval = this.#windowMs / Math.max(this.#limit, 1);
+    this.#nextAt = Math.max(this.#nextAt, now - interval) + interval;
   }
 }
 

@@ -8,6 +8,7 @@ import type { AccountSyncState } from '../db/accounts.js';
 import type { NextSync } from '../db/friends.js';
 import type { Database } from '../db/schema.js';
 import type { FriendGetPage, FriendGetRequest } from '../tim/friend-get.js';
+import type { FriendGetCall } from '../tim/friend-pull.js';
 import { type AccountSyncOutcome, mustStopPass, syncAccount } from './account-sync.js';
 import type { CallLimiter } from './limiter.js';
 import { type RetryOptions, withRetries } from './retry.js';
@@ -28,6 +29,11 @@ export interface PassDeps {
   nextSync?: NextSync;
   maxPages?: number;
   signal?: AbortSignal;
+  /**
+   * Claims an account just before it is synced (a lease, so a running daemon does not sync it at
+   * the same moment) and returns its fresh state; `busy` skips it. Without it, states are used as given.
+   */
+  claim?: (accountId: string) => Promise<AccountSyncState | 'busy' | 'gone'>;
   /** Told about every finished account (progress, logging). */
   onAccount?: (outcome: AccountSyncOutcome, progress: PassProgress) => void;
 }
@@ -45,6 +51,8 @@ export interface PassProgress {
   friendsWritten: number;
   tagsWritten: number;
   elapsedMs: number;
+  /** Accounts skipped because another process was syncing them. */
+  busy: number;
 }
 
 /** The result of a pass. */
@@ -53,6 +61,26 @@ export interface PassSummary extends PassProgress {
   stoppedBy?: Error;
   /** Accounts never started because the pass stopped early. */
   skipped: number;
+}
+
+/**
+ * One friend_get call as the sync makes it: paced by the limiter, retried when that can help,
+ * aborted by `signal`. `onCall` is told about every HTTP call, retries included.
+ */
+export function limitedCall(
+  deps: Pick<PassDeps, 'client' | 'limiter' | 'retry'>,
+  signal: AbortSignal,
+  onCall?: () => void,
+): FriendGetCall {
+  return (req: FriendGetRequest) =>
+    withRetries(
+      () =>
+        deps.limiter.schedule(() => {
+          onCall?.();
+          return deps.client.friendGet(req, signal);
+        }, signal),
+      { ...deps.retry, signal },
+    );
 }
 
 /**
@@ -75,19 +103,14 @@ export async function runPass(deps: PassDeps, accounts: readonly AccountSyncStat
     friendsWritten: 0,
     tagsWritten: 0,
     elapsedMs: 0,
+    busy: 0,
   };
   let stoppedBy: Error | undefined;
   let skipped = 0;
 
-  const call = (req: FriendGetRequest) =>
-    withRetries(
-      () =>
-        deps.limiter.schedule(() => {
-          progress.calls++;
-          return deps.client.friendGet(req, signal);
-        }, signal),
-      { ...deps.retry, signal },
-    );
+  const call = limitedCall(deps, signal, () => {
+    progress.calls++;
+  });
 
   const limit = pLimit(deps.concurrency);
   await Promise.all(
@@ -98,9 +121,15 @@ export async function runPass(deps: PassDeps, accounts: readonly AccountSyncStat
           return;
         }
         try {
+          const claimed = deps.claim ? await deps.claim(state.accountId) : state;
+          if (claimed === 'busy' || claimed === 'gone') {
+            if (claimed === 'busy') progress.busy++;
+            progress.total--;
+            return;
+          }
           const outcome = await syncAccount(
             { db: deps.db, call, nextSync: deps.nextSync, maxPages: deps.maxPages },
-            state,
+            claimed,
           );
           progress.done++;
           progress[outcome.result]++;

@@ -1,0 +1,242 @@
+/**
+ * `friend-mirror run`: the daemon. Claims due accounts under leases, syncs them at this replica's
+ * share of the call budget, serves health, readiness, metrics and resync over HTTP, starts resyncs
+ * as soon as they are requested (LISTEN/NOTIFY), and shuts down gracefully.
+ */
+import { randomBytes } from 'node:crypto';
+import { hostname } from 'node:os';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { type Kysely, sql } from 'kysely';
+import { timClientFrom } from '../app.js';
+import type { DaemonConfig, DbConfig, SyncConfig, TimConfig } from '../config.js';
+import { RESYNC_CHANNEL, requestResync } from '../db/accounts.js';
+import { claimDueAccounts, releaseLeases } from '../db/leases.js';
+import { migrationsAreCurrent } from '../db/migrate.js';
+import { listen } from '../db/notify.js';
+import { heartbeat, leaveReplicas } from '../db/replicas.js';
+import type { Database } from '../db/schema.js';
+import { startAdminServer } from '../http/admin-server.js';
+import { type AccountsSummary, createMetrics } from '../metrics.js';
+import { describeError, mustStopPass, syncAccount } from '../sync/account-sync.js';
+import { ReplicaBudget } from '../sync/budget.js';
+import { CallLimiter, sleep } from '../sync/limiter.js';
+import { limitedCall } from '../sync/pass.js';
+import { Scheduler } from '../sync/scheduler.js';
+import { type CommandContext, EXIT } from './context.js';
+
+/** Everything `run` is configured with. */
+export interface RunConfig {
+  db: DbConfig;
+  tim: TimConfig;
+  sync: SyncConfig;
+  daemon: DaemonConfig;
+}
+
+/** Account counts by status and the age of the oldest due account, for metrics. */
+async function accountsSummary(db: Kysely<Database>): Promise<AccountsSummary> {
+  const res = await sql<{ status: string; n: number; lag: number | null }>`
+    SELECT status, count(*)::int AS n,
+           extract(epoch FROM now() - min(next_sync_at) FILTER (
+             WHERE next_sync_at <= now() AND next_sync_at > '-infinity' AND status NOT IN ('disabled', 'missing')))::float8 AS lag
+    FROM tim.accounts GROUP BY status`.execute(db);
+  const byStatus: Record<string, number> = {};
+  let lag = 0;
+  for (const r of res.rows) {
+    byStatus[r.status] = r.n;
+    lag = Math.max(lag, r.lag ?? 0);
+  }
+  return { byStatus, lagSeconds: lag };
+}
+
+/** Runs the daemon until SIGTERM/SIGINT. */
+export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg: RunConfig): Promise<number> {
+  const log = ctx.log;
+  const replicaId = cfg.daemon.replicaId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+  const limiter = new CallLimiter({ ratePerSecond: 0, jitterMs: cfg.tim.rateJitterMs });
+  const metrics = createMetrics({
+    collectAccounts: () => accountsSummary(db),
+    limiterQueue: () => limiter.queued(),
+  });
+  const client = timClientFrom(cfg.tim, cfg.sync, (e) => metrics.observeCall(e));
+  const background = new AbortController();
+  const hardStop = new AbortController();
+  let fatalMessage: string | undefined;
+
+  // Totals for the periodic summary line.
+  const totals = { calls: 0, accounts: 0, changed: 0, failed: 0 };
+
+  const budget = new ReplicaBudget({
+    replicaId,
+    limit: cfg.tim.rateLimitPerSecond,
+    heartbeat: (peers, callsPerSecond) =>
+      heartbeat(db, {
+        replicaId,
+        hostname: hostname(),
+        pid: process.pid,
+        ttlMs: 5_000,
+        peers,
+        callsPerSecond,
+      }),
+    setRate: (rate) => limiter.setRate(rate),
+    now: () => performance.now(),
+    sleep,
+    onChange: (rate, peers) =>
+      log.info({ rate, peers, replicaId }, `call budget share: ${rate}/s with ${peers} replica(s)`),
+    onError: (err) =>
+      log.warn({ err: { message: (err as Error).message } }, 'replica heartbeat failed; retrying'),
+  });
+
+  const scheduler = new Scheduler({
+    concurrency: cfg.sync.concurrency,
+    idleMs: 1_000,
+    sleep,
+    claim: (limit) => claimDueAccounts(db, { owner: replicaId, limit, leaseMs: cfg.sync.leaseMs }),
+    syncOne: async (state, signal) => {
+      const outcome = await syncAccount(
+        {
+          db,
+          call: limitedCall({ client, limiter, retry: { attempts: cfg.sync.retryAttempts } }, signal, () => {
+            totals.calls++;
+          }),
+          nextSync: { intervalMs: cfg.sync.intervalMs },
+          maxPages: cfg.sync.maxPages,
+        },
+        state,
+      );
+      totals.accounts++;
+      if (outcome.result === 'changed') totals.changed++;
+      if (outcome.result === 'failed') totals.failed++;
+      metrics.observeAccount(outcome);
+      log.debug(
+        {
+          account: state.accountId,
+          result: outcome.result,
+          calls: outcome.calls,
+          ms: Math.round(outcome.durationMs),
+        },
+        outcome.error ? `account sync ${outcome.result}: ${describeError(outcome.error)}` : 'account synced',
+      );
+      return outcome;
+    },
+    isFatal: (err) => mustStopPass(err) && !hardStop.signal.aborted,
+    onSyncError: (err, state) => {
+      if (hardStop.signal.aborted) return;
+      if (mustStopPass(err)) {
+        fatalMessage = (err as Error).message;
+        log.fatal(
+          { account: state.accountId },
+          `stopped calling Tencent: ${fatalMessage}; fix it and restart`,
+        );
+      } else {
+        log.error(
+          { account: state.accountId, err: { message: (err as Error).message } },
+          'account sync crashed',
+        );
+      }
+    },
+    onClaimError: (err, backoffMs) =>
+      log.warn(
+        { err: { message: (err as Error).message }, backoffMs },
+        'cannot claim accounts (is Postgres up?); retrying',
+      ),
+  });
+
+  let migrationsOk = false;
+  const admin = await startAdminServer({
+    host: cfg.daemon.httpHost,
+    port: cfg.daemon.httpPort,
+    ...(cfg.daemon.adminToken ? { adminToken: cfg.daemon.adminToken } : {}),
+    log,
+    metrics,
+    resync: (req) =>
+      requestResync(db, req.all ? { all: true } : { ids: req.ids ?? [] }, { full: req.full === true }),
+    readiness: async () => {
+      const checks: Record<string, { ok: boolean; detail?: string }> = {};
+      try {
+        await sql`SELECT 1`.execute(db);
+        checks.database = { ok: true };
+        migrationsOk ||= await migrationsAreCurrent(db);
+        checks.migrations = migrationsOk
+          ? { ok: true }
+          : { ok: false, detail: 'pending migrations: run migrate' };
+      } catch (err) {
+        checks.database = { ok: false, detail: `database unreachable: ${(err as Error).message}` };
+      }
+      checks.tencent = fatalMessage ? { ok: false, detail: fatalMessage } : { ok: true };
+      return { ready: Object.values(checks).every((c) => c.ok), checks };
+    },
+  });
+
+  const listener = listen({
+    url: cfg.db.databaseUrl,
+    channel: RESYNC_CHANNEL,
+    onNotify: () => scheduler.wake(),
+    onConnect: () => scheduler.wake(),
+    onError: (err) => log.warn({ err: { message: err.message } }, 'LISTEN connection lost; reconnecting'),
+  });
+
+  // Event-loop lag is the first thing to look at when a replica runs below its share.
+  const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+  loopDelay.enable();
+  let lastSummary = { at: performance.now(), calls: 0 };
+  const summaryTimer = setInterval(async () => {
+    const now = performance.now();
+    const rate = ((totals.calls - lastSummary.calls) * 1000) / (now - lastSummary.at);
+    lastSummary = { at: now, calls: totals.calls };
+    let lagSeconds: number | undefined;
+    try {
+      lagSeconds = Math.round((await accountsSummary(db)).lagSeconds);
+    } catch {
+      lagSeconds = undefined;
+    }
+    log.info(
+      {
+        callsPerSecond: +rate.toFixed(1),
+        share: limiter.rate,
+        peers: budget.peers,
+        accountsDone: totals.accounts,
+        changed: totals.changed,
+        failed: totals.failed,
+        inFlight: scheduler.inFlight,
+        lagSeconds,
+        eventLoopDelayP99Ms: Math.round(loopDelay.percentile(99) / 1e6),
+      },
+      'sync summary',
+    );
+    loopDelay.reset();
+  }, cfg.daemon.summaryIntervalMs);
+  summaryTimer.unref();
+
+  log.info(
+    { replicaId, admin: admin.url, rateLimit: cfg.tim.rateLimitPerSecond, concurrency: cfg.sync.concurrency },
+    'daemon started',
+  );
+  const budgetRun = budget.run(background.signal);
+  const onStop = () => {
+    log.info({ timeoutMs: cfg.daemon.shutdownTimeoutMs }, 'shutting down: finishing accounts in flight');
+    setTimeout(() => hardStop.abort(new Error('shutdown timeout')), cfg.daemon.shutdownTimeoutMs).unref();
+  };
+  ctx.signal.addEventListener('abort', onStop, { once: true });
+  try {
+    await scheduler.run(ctx.signal, hardStop.signal);
+    if (!ctx.signal.aborted) {
+      // Claiming stopped on a fatal error: stay up, not ready, so the operator sees why.
+      await new Promise<void>((resolve) =>
+        ctx.signal.addEventListener('abort', () => resolve(), { once: true }),
+      );
+    }
+  } finally {
+    clearInterval(summaryTimer);
+    loopDelay.disable();
+    background.abort();
+    await budgetRun;
+    const released = await releaseLeases(db, replicaId).catch(() => 0);
+    await leaveReplicas(db, replicaId).catch(() => {});
+    await listener.close();
+    await admin.close();
+    await limiter.stop();
+    await client.close();
+    log.info({ released }, 'daemon stopped');
+  }
+  return fatalMessage ? EXIT.usage : EXIT.ok;
+}

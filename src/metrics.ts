@@ -1,0 +1,233 @@
+/**
+ * Prometheus metrics of the mirror, on a private prom-client {@link Registry}: never the global
+ * default one, so each process part (and each test) can make its own without name clashes.
+ *
+ * Label values come only from typed codes: the API name, a `TimError` `code`, Tencent's numeric
+ * `ErrorCode`, an account `status`, a sync `result`. Never from ids, messages or URLs, so no label
+ * can carry a secret (the UserSig lives in the call URL) or grow without bound.
+ */
+import { Counter, collectDefaultMetrics, Gauge, Histogram, Registry } from 'prom-client';
+import type { AccountSyncOutcome } from './sync/account-sync.js';
+import type { CallEvent } from './tim/client.js';
+
+/** What {@link MetricsOptions.collectAccounts} reports: account counts and how late the queue runs. */
+export interface AccountsSummary {
+  /** Accounts per `tim.accounts.status` (`pending`, `ok`, `missing`, `failing`, `disabled`). */
+  byStatus: Record<string, number>;
+  /** Age of the oldest due account (now − its `next_sync_at`); 0 when none is due. */
+  lagSeconds: number;
+}
+
+/** Options of {@link createMetrics}. */
+export interface MetricsOptions {
+  /** Prefix of every metric name, default processes' ones included. Default `tim_mirror_`. */
+  prefix?: string;
+  /**
+   * Reads account counts and lag (a Postgres query, typically). Called at scrape time, at most once
+   * per {@link MetricsOptions.collectCacheMs}. Without it, `accounts` and `sync_lag_seconds` are not
+   * exported at all rather than exported as a made-up 0.
+   */
+  collectAccounts?: () => Promise<AccountsSummary>;
+  /** Calls waiting in the rate limiter. Without it, `limiter_queue_depth` is not exported. */
+  limiterQueue?: () => number;
+  /** How long a `collectAccounts` result (or failure) is reused. Default 5,000 ms. */
+  collectCacheMs?: number;
+  /** How long a scrape waits for `collectAccounts` before keeping the last values. Default 3,000 ms. */
+  collectTimeoutMs?: number;
+  /** Monotonic milliseconds clock, for the cache; injectable for tests. */
+  now?: () => number;
+}
+
+/** The mirror's metrics and the registry that holds them. */
+export interface Metrics {
+  /** The private registry: every metric below, plus Node's default process metrics. */
+  readonly registry: Registry;
+  /** The Prometheus text exposition of the registry, with its content type. Never rejects on a failing collector. */
+  render(): Promise<{ contentType: string; body: string }>;
+  /** Records one HTTP call to Tencent (wire to `TimClientOptions.onCall`). */
+  observeCall(e: CallEvent): void;
+  /** Records one account sync (wire to the pass's per-account callback). */
+  observeAccount(o: AccountSyncOutcome): void;
+  /** Sets the `ready` gauge (1 or 0), e.g. from the `/readyz` answer. */
+  setReady(ready: boolean): void;
+}
+
+/** 10 ms to 10 s: a friend_get call is ~50–300 ms; 3 s is Tencent's own timeout, 8 s ours. */
+const CALL_BUCKETS_SECONDS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
+/** An unchanged account is one call; a big changed one is many pages plus a transaction. */
+const ACCOUNT_BUCKETS_SECONDS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+
+/**
+ * Creates the metrics on a new private registry.
+ *
+ * @example
+ * const metrics = createMetrics({
+ *   collectAccounts: () => accountsSummary(db),
+ *   limiterQueue: () => limiter.queued(),
+ * });
+ * const client = new TimClient({ ...opts, onCall: (e) => metrics.observeCall(e) });
+ * const { contentType, body } = await metrics.render();
+ */
+export function createMetrics(opts: MetricsOptions = {}): Metrics {
+  const prefix = opts.prefix ?? 'tim_mirror_';
+  const now = opts.now ?? (() => performance.now());
+  const cacheMs = opts.collectCacheMs ?? 5_000;
+  const timeoutMs = opts.collectTimeoutMs ?? 3_000;
+  const registry = new Registry();
+  const registers = [registry];
+
+  const calls = new Counter({
+    name: `${prefix}calls_total`,
+    help: 'HTTP calls to Tencent IM, by API and outcome (ok, or the error code); error_code is Tencent ErrorCode when one was returned.',
+    labelNames: ['api', 'outcome', 'error_code'] as const,
+    registers,
+  });
+  const callDuration = new Histogram({
+    name: `${prefix}call_duration_seconds`,
+    help: 'Duration of HTTP calls to Tencent IM, retries counted separately.',
+    labelNames: ['api'] as const,
+    buckets: CALL_BUCKETS_SECONDS,
+    registers,
+  });
+  const accountSyncs = new Counter({
+    name: `${prefix}account_syncs_total`,
+    help: 'Account syncs, by result (unchanged, changed, missing, failed).',
+    labelNames: ['result'] as const,
+    registers,
+  });
+  const accountSyncDuration = new Histogram({
+    name: `${prefix}account_sync_duration_seconds`,
+    help: 'Duration of one account sync: pull and apply, rate-limit waits included.',
+    buckets: ACCOUNT_BUCKETS_SECONDS,
+    registers,
+  });
+  const friendRows = new Counter({
+    name: `${prefix}friend_rows_written_total`,
+    help: 'Rows of tim.friends inserted, updated or deleted.',
+    registers,
+  });
+  const tagRows = new Counter({
+    name: `${prefix}tag_rows_written_total`,
+    help: 'Rows of tim.friend_tags inserted, updated or deleted.',
+    registers,
+  });
+  const ready = new Gauge({
+    name: `${prefix}ready`,
+    help: '1 when the last readiness check passed, else 0.',
+    registers,
+  });
+  ready.set(0);
+
+  // A collector that throws would fail the whole scrape, so every collector catches and counts here.
+  const collectErrors = new Counter({
+    name: `${prefix}metrics_collect_errors_total`,
+    help: 'Scrape-time collectors that failed or timed out; their gauges kept their last values.',
+    labelNames: ['source'] as const,
+    registers,
+    // Waits for the accounts refresh so that a failure shows in the same scrape, not the next one.
+    collect: () => refreshAccounts(),
+  });
+
+  if (opts.limiterQueue) {
+    const limiterQueue = opts.limiterQueue;
+    collectErrors.inc({ source: 'limiter' }, 0);
+    new Gauge({
+      name: `${prefix}limiter_queue_depth`,
+      help: 'Calls waiting in the rate limiter.',
+      registers,
+      collect() {
+        try {
+          this.set(limiterQueue());
+        } catch {
+          collectErrors.inc({ source: 'limiter' });
+        }
+      },
+    });
+  }
+
+  const collectAccounts = opts.collectAccounts;
+  let accounts: Gauge<'status'> | undefined;
+  let lag: Gauge | undefined;
+  if (collectAccounts) {
+    collectErrors.inc({ source: 'accounts' }, 0);
+    accounts = new Gauge({
+      name: `${prefix}accounts`,
+      help: 'Mirrored accounts by status.',
+      labelNames: ['status'] as const,
+      registers,
+      collect: () => refreshAccounts(),
+    });
+    lag = new Gauge({
+      name: `${prefix}sync_lag_seconds`,
+      help: 'How long the oldest due account has been waiting (0 when none is due).',
+      registers,
+      collect: () => refreshAccounts(),
+    });
+  }
+
+  // Several gauges read the same summary, and Prometheus (or several of them) may scrape often:
+  // one query serves every collector of a scrape and every scrape within `cacheMs`. A failure is
+  // cached too, so a database that is down is not asked again on every scrape.
+  let lastAttemptAt = Number.NEGATIVE_INFINITY;
+  let inFlight: Promise<void> | undefined;
+  function refreshAccounts(): Promise<void> {
+    if (!collectAccounts) return Promise.resolve();
+    if (inFlight) return inFlight;
+    if (now() - lastAttemptAt < cacheMs) return Promise.resolve();
+    const attempt = withTimeout(collectAccounts, timeoutMs).then(
+      (summary) => {
+        accounts?.reset();
+        for (const [status, n] of Object.entries(summary.byStatus)) accounts?.set({ status }, n);
+        lag?.set(summary.lagSeconds);
+      },
+      () => {
+        collectErrors.inc({ source: 'accounts' });
+      },
+    );
+    const settled = attempt.finally(() => {
+      lastAttemptAt = now();
+      if (inFlight === settled) inFlight = undefined;
+    });
+    inFlight = settled;
+    return settled;
+  }
+
+  collectDefaultMetrics({ register: registry, prefix });
+
+  return {
+    registry,
+    async render() {
+      return { contentType: registry.contentType, body: await registry.metrics() };
+    },
+    observeCall(e) {
+      calls.inc({
+        api: e.api,
+        outcome: e.outcome,
+        error_code: e.errorCode === undefined ? '' : String(e.errorCode),
+      });
+      callDuration.observe({ api: e.api }, e.durationMs / 1000);
+    },
+    observeAccount(o) {
+      accountSyncs.inc({ result: o.result });
+      accountSyncDuration.observe(o.durationMs / 1000);
+      friendRows.inc(o.friendsWritten);
+      tagRows.inc(o.tagsWritten);
+    },
+    setReady(isReady) {
+      ready.set(isReady ? 1 : 0);
+    },
+  };
+}
+
+/** Runs `fn`, rejecting after `ms`; a synchronous throw becomes a rejection too. */
+async function withTimeout<T>(fn: () => Promise<T>, ms: number): Promise<T> {
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`timed out after ${ms} ms`)), ms);
+  });
+  try {
+    return await Promise.race([fn(), timeout]);
+  } finally {
+    clearTimeout(timer);
+  }
+}

@@ -1,0 +1,197 @@
+/**
+ * Three `friend-mirror run` processes against one database and the simulator, with a 200 calls/s
+ * budget: no one-second window over the limit, ≥95% of the limit used while work remains, every
+ * account synced exactly once per sweep, resync requests picked up within about a second, and a
+ * SIGKILLed replica's accounts completed by the others once its leases end.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { createInterface } from 'node:readline';
+import { pino } from 'pino';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { main } from '../src/cli.js';
+import { addAccounts } from '../src/db/accounts.js';
+import { migrateToLatest } from '../src/db/migrate.js';
+import { createDb } from '../src/db/pool.js';
+import { FriendStore, maxInWindow, Simulator } from '../src/simulator/index.js';
+import { buildCli } from './fixtures/build.js';
+import { createTestDatabase, type TestDatabase } from './support/db.js';
+
+const APP = 1400000777;
+const KEY = 'replica-test-key';
+const ACCOUNTS = 1800;
+const LIMIT = 200;
+
+interface Replica {
+  child: ChildProcess;
+  adminUrl: Promise<string>;
+  exited: Promise<number | null>;
+  logs: string[];
+}
+
+describe('three replicas sharing one budget', () => {
+  let database: TestDatabase;
+  let sim: Simulator;
+  let cli: string;
+  const replicas: Replica[] = [];
+  let env: Record<string, string>;
+
+  function startReplica(n: number): Replica {
+    const child = spawn(process.execPath, [cli, 'run'], {
+      env: { ...process.env, ...env, REPLICA_ID: `replica-${n}` },
+      stdio: ['ignore', 'ignore', 'pipe'],
+    });
+    const logs: string[] = [];
+    let resolveUrl: (u: string) => void = () => {};
+    const adminUrl = new Promise<string>((r) => {
+      resolveUrl = r;
+    });
+    createInterface({ input: child.stderr! }).on('line', (line) => {
+      logs.push(line);
+      try {
+        const j = JSON.parse(line) as { msg?: string; admin?: string };
+        if (j.msg === 'daemon started' && j.admin) resolveUrl(j.admin);
+      } catch {
+        // not JSON: kept in logs for the failure message
+      }
+    });
+    const exited = new Promise<number | null>((r) => child.on('exit', (code) => r(code)));
+    const replica = { child, adminUrl, exited, logs };
+    replicas.push(replica);
+    return replica;
+  }
+
+  async function syncedSince(since: Date): Promise<number> {
+    const db = createDb(database.url, { maxConnections: 1 });
+    try {
+      const r = await db
+        .selectFrom('tim.accounts')
+        .select((eb) => eb.fn.countAll<number>().as('n'))
+        .where('last_synced_at', '>=', since)
+        .executeTakeFirstOrThrow();
+      return Number(r.n);
+    } finally {
+      await db.destroy();
+    }
+  }
+
+  async function waitFor(what: string, cond: () => Promise<boolean>, timeoutMs: number): Promise<void> {
+    const end = Date.now() + timeoutMs;
+    while (Date.now() < end) {
+      if (await cond()) return;
+      await new Promise((r) => setTimeout(r, 200));
+    }
+    throw new Error(`timed out waiting for ${what}\n${replicas.map((r) => r.logs.slice(-5).join('\n')).join('\n---\n')}`);
+  }
+
+  beforeAll(async () => {
+    cli = await buildCli();
+    database = await createTestDatabase('replicas');
+    const db = createDb(database.url, { maxConnections: 2 });
+    await migrateToLatest(db);
+    const store = new FriendStore();
+    const ids = Array.from({ length: ACCOUNTS }, (_, i) => `acct_${String(i).padStart(5, '0')}`);
+    for (const id of ids) store.addAccount(id);
+    for (const [i, id] of ids.entries()) {
+      store.addFriend(id, ids[(i + 1) % ids.length]!, {
+        standard: { Tag_SNS_IM_AddSource: 'AddSource_Type_Web', Tag_SNS_IM_AddTime: 1_700_000_000 + i },
+      });
+    }
+    await addAccounts(db, ids);
+    await db.destroy();
+    sim = new Simulator({ store, sdkAppId: APP, secretKey: KEY, rateLimit: LIMIT, latencyMs: [10, 40] });
+    const baseUrl = await sim.listen();
+    env = {
+      DATABASE_URL: database.url,
+      TIM_SDKAPPID: String(APP),
+      TIM_SECRET_KEY: KEY,
+      TIM_BASE_URL: baseUrl,
+      TIM_RATE_LIMIT: String(LIMIT),
+      TIM_RATE_JITTER_MS: '30',
+      SYNC_CONCURRENCY: '24',
+      SYNC_INTERVAL: '1h',
+      SYNC_LEASE: '6s',
+      HTTP_PORT: '0',
+      LOG_LEVEL: 'info',
+      LOG_SUMMARY_INTERVAL: '2s',
+      SHUTDOWN_TIMEOUT: '5s',
+      ADMIN_TOKEN: 'replica-test-admin-token',
+    };
+  }, 180_000);
+
+  afterAll(async () => {
+    for (const r of replicas) r.child.kill('SIGKILL');
+    await Promise.all(replicas.map((r) => r.exited));
+    await sim?.close();
+    await database?.drop();
+  });
+
+  it('sweep 1: every account exactly once, never above the limit, ≥95% of it used', async () => {
+    const started = new Date();
+    for (let n = 1; n <= 3; n++) startReplica(n);
+    await waitFor('the first sweep', async () => (await syncedSince(started)) === ACCOUNTS, 90_000);
+
+    const calls = sim.calls();
+    const perAccount = new Map<string, number>();
+    for (const c of calls) perAccount.set(c.account!, (perAccount.get(c.account!) ?? 0) + 1);
+    expect(perAccount.size).toBe(ACCOUNTS);
+    expect([...perAccount.values()].filter((n) => n !== 1)).toEqual([]);
+    expect(calls.filter((c) => c.errorCode === 60007)).toEqual([]);
+    expect(sim.maxCallsInWindow(1000)).toBeLessThanOrEqual(LIMIT);
+
+    // Utilisation while work remained: from when all three had ramped up to the last call.
+    const times = calls.map((c) => c.at).sort((a, b) => a - b);
+    const from = times[0]! + 1_500;
+    const to = times[times.length - 1]!;
+    const inside = times.filter((t) => t >= from && t <= to).length;
+    const perSecond = inside / ((to - from) / 1000);
+    if (perSecond < 0.95 * LIMIT) console.log(replicas.map((r) => r.logs.filter((l) => !l.includes("account synced")).slice(0, 40).join("\n")).join("\n=====\n"));
+    expect(perSecond).toBeGreaterThanOrEqual(0.95 * LIMIT);
+
+    // Health, readiness and metrics of a replica.
+    const admin = await replicas[0]!.adminUrl;
+    expect((await fetch(`${admin}/healthz`)).status).toBe(200);
+    const ready = await fetch(`${admin}/readyz`);
+    expect(ready.status).toBe(200);
+    const metrics = await (await fetch(`${admin}/metrics`)).text();
+    expect(metrics).toMatch(/tim_mirror_calls_total\{[^}]*outcome="ok"[^}]*\} \d+/);
+  });
+
+  it('sweep 2: a resync starts within ~1 s, and a SIGKILLed replica leaves its accounts to the others', async () => {
+    sim.clearCalls();
+    const requested = new Date();
+    const r = await main(['resync', '--all'], { env, log: pino({ level: 'silent' }), out: () => {} });
+    expect(r).toBe(0);
+    await waitFor('the first resync call', async () => sim.calls().length > 0, 5_000);
+    expect(sim.calls()[0]!.at - requested.getTime()).toBeLessThan(1_500);
+
+    await waitFor('a third of the sweep', async () => (await syncedSince(requested)) > ACCOUNTS / 3, 30_000);
+    const victim = replicas[1]!;
+    victim.child.kill('SIGKILL');
+    expect(await victim.exited).toBe(null);
+
+    await waitFor('the second sweep, after the lease expiry', async () => (await syncedSince(requested)) === ACCOUNTS, 60_000);
+    expect(sim.maxCallsInWindow(1000)).toBeLessThanOrEqual(LIMIT);
+    expect(sim.calls().filter((c) => c.errorCode === 60007)).toEqual([]);
+    expect(maxInWindow(sim.calls().map((c) => c.at), 1000)).toBeLessThanOrEqual(LIMIT);
+  });
+
+  it('SIGTERM: the others stop cleanly, releasing leases and leaving the registry', async () => {
+    const alive = [replicas[0]!, replicas[2]!];
+    for (const r of alive) r.child.kill('SIGTERM');
+    expect(await Promise.all(alive.map((r) => r.exited))).toEqual([0, 0]);
+    const db = createDb(database.url, { maxConnections: 1 });
+    try {
+      const rows = await db.selectFrom('tim.replicas').select('replica_id').where('expires_at', '>', new Date()).execute();
+      expect(rows.map((x) => x.replica_id)).not.toContain('replica-1');
+      expect(rows.map((x) => x.replica_id)).not.toContain('replica-3');
+      const leased = await db
+        .selectFrom('tim.accounts')
+        .select('account_id')
+        .where('lease_owner', 'in', ['replica-1', 'replica-3'])
+        .execute();
+      expect(leased).toEqual([]);
+    } finally {
+      await db.destroy();
+    }
+  });
+});

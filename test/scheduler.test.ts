@@ -1,0 +1,297 @@
+/**
+ * The scheduler loop and the budget-sharing rules, with fakes: no database, no HTTP.
+ */
+import { describe, expect, it, vi } from 'vitest';
+import type { AccountSyncState } from '../src/db/accounts.js';
+import type { ReplicaView } from '../src/db/replicas.js';
+import type { AccountSyncOutcome } from '../src/sync/account-sync.js';
+import { decideShare, ReplicaBudget } from '../src/sync/budget.js';
+import { sleep } from '../src/sync/limiter.js';
+import { Scheduler } from '../src/sync/scheduler.js';
+import { TimApiError } from '../src/tim/errors.js';
+
+const state = (id: string): AccountSyncState => ({
+  accountId: id,
+  standardSequence: null,
+  customSequence: null,
+  status: 'pending',
+});
+const outcome = (id: string): AccountSyncOutcome => ({
+  accountId: id,
+  result: 'changed',
+  calls: 1,
+  friendsWritten: 0,
+  tagsWritten: 0,
+  durationMs: 1,
+});
+
+describe('Scheduler', () => {
+  it('keeps at most `concurrency` accounts in flight and syncs every claimed account once', async () => {
+    vi.useFakeTimers();
+    try {
+      const queue = Array.from({ length: 50 }, (_, i) => `a${i}`);
+      const synced: string[] = [];
+      let inFlight = 0;
+      let peak = 0;
+      const claims: number[] = [];
+      const stop = new AbortController();
+      const s = new Scheduler({
+        concurrency: 4,
+        idleMs: 1_000,
+        sleep,
+        claim: async (n) => {
+          claims.push(n);
+          return queue.splice(0, n).map(state);
+        },
+        syncOne: async (st) => {
+          inFlight++;
+          peak = Math.max(peak, inFlight);
+          await sleep(100, new AbortController().signal);
+          inFlight--;
+          synced.push(st.accountId);
+          if (synced.length === 50) stop.abort();
+          return outcome(st.accountId);
+        },
+      });
+      const run = s.run(stop.signal, new AbortController().signal);
+      await vi.advanceTimersByTimeAsync(5_000);
+      await run;
+      expect(peak).toBe(4);
+      expect(synced.sort()).toEqual(Array.from({ length: 50 }, (_, i) => `a${i}`).sort());
+      expect(Math.max(...claims)).toBeLessThanOrEqual(4);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('sleeps idleMs when nothing is due, and wake() ends the sleep at once', async () => {
+    vi.useFakeTimers();
+    try {
+      let claims = 0;
+      const stop = new AbortController();
+      const s = new Scheduler({
+        concurrency: 2,
+        idleMs: 10_000,
+        sleep,
+        claim: async () => {
+          claims++;
+          return [];
+        },
+        syncOne: async (st) => outcome(st.accountId),
+      });
+      const run = s.run(stop.signal, new AbortController().signal);
+      await vi.advanceTimersByTimeAsync(25_000);
+      expect(claims).toBe(3); // at 0, 10 s and 20 s: no tight polling
+      s.wake();
+      await vi.advanceTimersByTimeAsync(0);
+      expect(claims).toBe(4);
+      stop.abort();
+      await run;
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('backs off when claiming fails and recovers', async () => {
+    vi.useFakeTimers();
+    try {
+      let calls = 0;
+      const backoffs: number[] = [];
+      const stop = new AbortController();
+      const s = new Scheduler({
+        concurrency: 1,
+        idleMs: 1_000,
+        sleep,
+        claim: async () => {
+          calls++;
+          if (calls <= 3) throw new Error('connection refused');
+          stop.abort();
+          return [];
+        },
+        syncOne: async (st) => outcome(st.accountId),
+        onClaimError: (_e, ms) => backoffs.push(ms),
+      });
+      const run = s.run(stop.signal, new AbortController().signal);
+      await vi.advanceTimersByTimeAsync(10_000);
+      await run;
+      expect(backoffs).toEqual([500, 1_000, 2_000]);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('stops claiming after a fatal error, letting accounts in flight finish', async () => {
+    vi.useFakeTimers();
+    try {
+      const queue = ['a', 'b', 'c', 'd', 'e', 'f'];
+      const finished: string[] = [];
+      const s = new Scheduler({
+        concurrency: 2,
+        idleMs: 1_000,
+        sleep,
+        claim: async (n) => queue.splice(0, n).map(state),
+        syncOne: async (st) => {
+          if (st.accountId === 'a') throw new TimApiError(30004, 'not an admin');
+          await sleep(50, new AbortController().signal);
+          finished.push(st.accountId);
+          return outcome(st.accountId);
+        },
+        isFatal: (e) => e instanceof TimApiError && e.retryClass === 'fatal-config',
+      });
+      const run = s.run(new AbortController().signal, new AbortController().signal);
+      await vi.advanceTimersByTimeAsync(1_000);
+      await run;
+      expect(s.fatalError).toBeInstanceOf(TimApiError);
+      expect(finished).toEqual(['b']);
+      expect(queue).toEqual(['c', 'd', 'e', 'f']);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('on stop, finishes the accounts in flight before returning', async () => {
+    vi.useFakeTimers();
+    try {
+      const stop = new AbortController();
+      const done: string[] = [];
+      const s = new Scheduler({
+        concurrency: 3,
+        idleMs: 1_000,
+        sleep,
+        claim: async (n) => Array.from({ length: n }, (_, i) => state(`x${i}`)),
+        syncOne: async (st) => {
+          await sleep(2_000, new AbortController().signal);
+          done.push(st.accountId);
+          return outcome(st.accountId);
+        },
+      });
+      const run = s.run(stop.signal, new AbortController().signal);
+      await vi.advanceTimersByTimeAsync(10);
+      stop.abort();
+      let returned = false;
+      void run.then(() => {
+        returned = true;
+      });
+      await vi.advanceTimersByTimeAsync(1_000);
+      expect(returned).toBe(false);
+      await vi.advanceTimersByTimeAsync(1_500);
+      expect(returned).toBe(true);
+      expect(done).toHaveLength(3);
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
+
+const view = (replicaId: string, peers: number, settledMs: number): ReplicaView => ({ replicaId, peers, settledMs });
+
+describe('decideShare', () => {
+  it('splits the limit, remainder to the first ids, once everyone agrees for settleMs', () => {
+    const live = [view('a', 3, 9_000), view('b', 3, 9_000), view('c', 3, 9_000)];
+    const shares = ['a', 'b', 'c'].map((me) => decideShare({ me, live, limit: 200, settleMs: 5_000, current: 0 }).rate);
+    expect(shares).toEqual([67, 67, 66]);
+    expect(shares.reduce((x, y) => x + y)).toBe(200);
+  });
+
+  it('a newcomer waits (0) until everyone reports the new count for settleMs; others lower at once', () => {
+    const live = [view('a', 2, 60_000), view('b', 2, 60_000), view('c', 3, 0)];
+    expect(decideShare({ me: 'c', live, limit: 200, settleMs: 5_000, current: undefined }).rate).toBe(0);
+    // a still runs at 100 but sees 3 replicas: lowers to its new share without waiting.
+    expect(decideShare({ me: 'a', live, limit: 200, settleMs: 5_000, current: 100 })).toEqual({ rate: 67, peers: 3 });
+  });
+
+  it('raises only after the count has been agreed for settleMs (a replica died, or the table was emptied)', () => {
+    const justNow = [view('a', 2, 100), view('b', 2, 100)];
+    expect(decideShare({ me: 'a', live: justNow, limit: 200, settleMs: 5_000, current: 67 }).rate).toBe(67);
+    const later = [view('a', 2, 6_000), view('b', 2, 6_000)];
+    expect(decideShare({ me: 'a', live: later, limit: 200, settleMs: 5_000, current: 67 }).rate).toBe(100);
+    // After a flush, a replica briefly sees only itself: it must not take the whole budget.
+    const alone = [view('a', 1, 200)];
+    expect(decideShare({ me: 'a', live: alone, limit: 200, settleMs: 5_000, current: 67 }).rate).toBe(67);
+  });
+
+  it('in every reachable state the rates in force never add up to more than the limit', () => {
+    // Three replicas, a fourth joining, one leaving: simulate the protocol step by step.
+    const limit = 200;
+    const settle = 3;
+    type R = { id: string; peers: number; since: number; rate: number | undefined; alive: boolean };
+    const rs: R[] = ['a', 'b', 'c'].map((id) => ({ id, peers: 3, since: -10, rate: 67, alive: true }));
+    rs[2]!.rate = 66;
+    let maxSum = 0;
+    for (let t = 0; t < 40; t++) {
+      if (t === 5) rs.push({ id: 'd', peers: 0, since: t, rate: undefined, alive: true });
+      if (t === 20) rs[0]!.alive = false; // 'a' dies: it stops calling (fenced) and its row expires
+      const live = rs.filter((r) => r.alive);
+      const before = new Map(live.map((r) => [r.id, r.rate ?? 0]));
+      for (const r of live) {
+        const views = live.map((o) => view(o.id, o.peers, (t - o.since) * 1000));
+        const next = decideShare({ me: r.id, live: views, limit, settleMs: settle * 1000, current: r.rate });
+        if (next.peers !== r.peers) {
+          r.peers = next.peers;
+          r.since = t;
+        }
+        r.rate = next.rate;
+      }
+      // A lowered rate takes a window to take effect: count max(previous, current) for this step.
+      const sum = live.reduce((acc, r) => acc + Math.max(before.get(r.id) ?? 0, r.rate ?? 0), 0);
+      maxSum = Math.max(maxSum, sum);
+    }
+    expect(maxSum).toBeLessThanOrEqual(limit);
+    const final = rs.filter((r) => r.alive).map((r) => r.rate);
+    expect(final.reduce((x, y) => (x ?? 0) + (y ?? 0), 0)).toBe(200);
+  });
+});
+
+describe('ReplicaBudget', () => {
+  it('fences itself (rate 0) when heartbeats keep failing, before the others count it gone', async () => {
+    let now = 0;
+    let fail = false;
+    const rates: number[] = [];
+    const b = new ReplicaBudget({
+      replicaId: 'a',
+      limit: 100,
+      heartbeat: async () => {
+        if (fail) throw new Error('db down');
+        return [view('a', 1, 10_000)];
+      },
+      setRate: (r) => rates.push(r),
+      now: () => now,
+      sleep,
+      ttlMs: 5_000,
+      fenceMarginMs: 1_500,
+    });
+    await b.tick();
+    expect(b.rate).toBe(100);
+    fail = true;
+    now = 3_000;
+    await b.tick();
+    expect(b.rate).toBe(100);
+    now = 3_600;
+    await b.tick();
+    expect(b.rate).toBe(0);
+    fail = false;
+    now = 4_000;
+    await b.tick();
+    expect(b.rate).toBe(100);
+    expect(rates).toEqual([100, 0, 100]);
+  });
+
+  it('takes the whole budget at once when alone only with fastStartWhenAlone', async () => {
+    const make = (fast: boolean) =>
+      new ReplicaBudget({
+        replicaId: 'solo',
+        limit: 50,
+        heartbeat: async () => [view('solo', 0, 0)],
+        setRate: () => {},
+        now: () => 0,
+        sleep,
+        fastStartWhenAlone: fast,
+      });
+    const slow = make(false);
+    await slow.tick();
+    expect(slow.rate).toBe(0);
+    const fast = make(true);
+    await fast.tick();
+    expect(fast.rate).toBe(50);
+  });
+});
