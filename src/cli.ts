@@ -53,7 +53,8 @@ export async function main(
   const env = io.env ?? process.env;
   let log: CommandContext['log'];
   try {
-    log = io.log ?? createLogger(loadLogConfig(env).level);
+    const logCfg = loadLogConfig(env);
+    log = io.log ?? createLogger(logCfg.level, undefined, logCfg.format);
   } catch (err) {
     errOut(`friend-mirror: ${(err as Error).message}\n`);
     return EXIT.usage;

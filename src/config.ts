@@ -215,17 +215,23 @@ export function loadSyncConfig(env: Env = process.env): Readonly<SyncConfig> {
 /** Logging settings. */
 export interface LogConfig {
   level: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+  /** `LOG_FORMAT`: `json`, or `pretty` for people; default pretty on a terminal. */
+  format: 'json' | 'pretty';
 }
 
 const LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'] as const;
 
-/** Loads `LOG_LEVEL`. */
+/** Loads `LOG_LEVEL` and `LOG_FORMAT`. */
 export function loadLogConfig(env: Env = process.env): Readonly<LogConfig> {
   const raw = (str(env, 'LOG_LEVEL') ?? 'info').toLowerCase();
   if (!(LEVELS as readonly string[]).includes(raw)) {
     throw new ConfigError('LOG_LEVEL', `must be one of ${LEVELS.join('|')}, got ${shown('LOG_LEVEL', raw)}`);
   }
-  return Object.freeze({ level: raw as LogConfig['level'] });
+  const format = (str(env, 'LOG_FORMAT') ?? (process.stderr.isTTY ? 'pretty' : 'json')).toLowerCase();
+  if (format !== 'json' && format !== 'pretty') {
+    throw new ConfigError('LOG_FORMAT', `must be json or pretty, got ${shown('LOG_FORMAT', format)}`);
+  }
+  return Object.freeze({ level: raw as LogConfig['level'], format });
 }
 
 /** Daemon settings (`run`). */

@@ -4,6 +4,7 @@
  * is that no module puts them in a log object.
  */
 import { type Logger, pino } from 'pino';
+import pretty from 'pino-pretty';
 
 export type { Logger };
 
@@ -28,11 +29,20 @@ export const REDACT_PATHS = [
   'req.headers.authorization',
 ];
 
-/** Creates the logger. */
+/**
+ * Creates the logger: JSON lines by default; human-readable when `format` is `pretty` (the CLI
+ * picks that when stderr is a terminal). Redaction applies to both, since it runs before output.
+ */
 export function createLogger(
   level: string,
-  destination: pino.DestinationStream = pino.destination(2),
+  destination?: pino.DestinationStream,
+  format: 'json' | 'pretty' = 'json',
 ): Logger {
+  const out =
+    destination ??
+    (format === 'pretty'
+      ? pretty({ destination: 2, sync: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,app' })
+      : pino.destination(2));
   return pino(
     {
       level,
@@ -40,6 +50,6 @@ export function createLogger(
       redact: { paths: REDACT_PATHS, censor: '[redacted]' },
       timestamp: pino.stdTimeFunctions.isoTime,
     },
-    destination,
+    out,
   );
 }

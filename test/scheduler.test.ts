@@ -183,12 +183,18 @@ describe('Scheduler', () => {
   });
 });
 
-const view = (replicaId: string, peers: number, settledMs: number): ReplicaView => ({ replicaId, peers, settledMs });
+const view = (replicaId: string, peers: number, settledMs: number): ReplicaView => ({
+  replicaId,
+  peers,
+  settledMs,
+});
 
 describe('decideShare', () => {
   it('splits the limit, remainder to the first ids, once everyone agrees for settleMs', () => {
     const live = [view('a', 3, 9_000), view('b', 3, 9_000), view('c', 3, 9_000)];
-    const shares = ['a', 'b', 'c'].map((me) => decideShare({ me, live, limit: 200, settleMs: 5_000, current: 0 }).rate);
+    const shares = ['a', 'b', 'c'].map(
+      (me) => decideShare({ me, live, limit: 200, settleMs: 5_000, current: 0 }).rate,
+    );
     expect(shares).toEqual([67, 67, 66]);
     expect(shares.reduce((x, y) => x + y)).toBe(200);
   });
@@ -197,7 +203,10 @@ describe('decideShare', () => {
     const live = [view('a', 2, 60_000), view('b', 2, 60_000), view('c', 3, 0)];
     expect(decideShare({ me: 'c', live, limit: 200, settleMs: 5_000, current: undefined }).rate).toBe(0);
     // a still runs at 100 but sees 3 replicas: lowers to its new share without waiting.
-    expect(decideShare({ me: 'a', live, limit: 200, settleMs: 5_000, current: 100 })).toEqual({ rate: 67, peers: 3 });
+    expect(decideShare({ me: 'a', live, limit: 200, settleMs: 5_000, current: 100 })).toEqual({
+      rate: 67,
+      peers: 3,
+    });
   });
 
   it('raises only after the count has been agreed for settleMs (a replica died, or the table was emptied)', () => {

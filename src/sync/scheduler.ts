@@ -5,6 +5,7 @@
  * It knows nothing of Postgres or HTTP: claiming, syncing, the clock and sleeping are passed in, so
  * it is tested with fakes and fake timers as well as end to end.
  */
+import pLimit, { type LimitFunction } from 'p-limit';
 import type { AccountSyncState } from '../db/accounts.js';
 import type { AccountSyncOutcome } from './account-sync.js';
 
@@ -31,19 +32,21 @@ export interface SchedulerDeps {
 /** Runs the claim/sync loop. */
 export class Scheduler {
   readonly #d: SchedulerDeps;
-  #inFlight = 0;
+  /** The slots: p-limit caps accounts in flight; we claim only as many accounts as it has room for. */
+  readonly #slots: LimitFunction;
   #wake = new AbortController();
   #fatal: unknown;
   readonly #minBatch: number;
 
   constructor(deps: SchedulerDeps) {
     this.#d = deps;
+    this.#slots = pLimit(deps.concurrency);
     this.#minBatch = Math.max(1, Math.floor(deps.concurrency / 8));
   }
 
   /** Accounts being synced now. */
   get inFlight(): number {
-    return this.#inFlight;
+    return this.#slots.activeCount + this.#slots.pendingCount;
   }
 
   /** The error that stopped claiming, if any. */
@@ -69,7 +72,7 @@ export class Scheduler {
     let claimFailures = 0;
     try {
       while (!stop.aborted && this.#fatal === undefined) {
-        const free = this.#d.concurrency - this.#inFlight;
+        const free = this.#d.concurrency - this.inFlight;
         if (free <= 0) {
           await this.#wait(this.#d.idleMs);
           continue;
@@ -86,9 +89,7 @@ export class Scheduler {
           continue;
         }
         for (const state of claimed) {
-          this.#inFlight++;
-          const p = this.#d
-            .syncOne(state, hardStop)
+          const p = this.#slots(() => this.#d.syncOne(state, hardStop))
             .then(
               () => {},
               (err) => {
@@ -97,10 +98,9 @@ export class Scheduler {
               },
             )
             .finally(() => {
-              this.#inFlight--;
               running.delete(p);
               // Claim again once a batch of slots is free, not after every single account.
-              if (this.#d.concurrency - this.#inFlight >= this.#minBatch) this.wake();
+              if (this.#d.concurrency - this.inFlight >= this.#minBatch) this.wake();
             });
           running.add(p);
         }
