@@ -5,6 +5,7 @@
 import { describe, expect, it, vi } from 'vitest';
 import { maxInWindow } from '../src/simulator/index.js';
 import { CallLimiter, SlidingWindow } from '../src/sync/limiter.js';
+import { limitedCall, USERSIG_LOCKOUT_MS } from '../src/sync/pass.js';
 import { isRetryable, withRetries } from '../src/sync/retry.js';
 import { TimApiError, TimDecodeError } from '../src/tim/errors.js';
 
@@ -125,5 +126,89 @@ describe('withRetries', () => {
       ),
     ).rejects.toBeInstanceOf(TimApiError);
     expect(n).toBe(3);
+  });
+});
+
+describe('CallLimiter reactions', () => {
+  it('halves its rate when Tencent says "too frequent", down to a quarter, and recovers', async () => {
+    vi.useFakeTimers();
+    try {
+      const limiter = new CallLimiter({ ratePerSecond: 100, now: () => Date.now() });
+      limiter.slowDown(1_000);
+      expect(limiter.rate).toBe(50);
+      limiter.slowDown(1_000);
+      limiter.slowDown(1_000);
+      expect(limiter.rate).toBe(25);
+      await vi.advanceTimersByTimeAsync(1_000);
+      expect(limiter.rate).toBe(50);
+      await vi.advanceTimersByTimeAsync(1_000);
+      expect(limiter.rate).toBe(100);
+      await limiter.stop();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('pauses every call for the lockout period', async () => {
+    vi.useFakeTimers();
+    try {
+      const limiter = new CallLimiter({ ratePerSecond: 100, now: () => Date.now() });
+      limiter.pause(60_000);
+      let ran = false;
+      const call = limiter.schedule(async () => {
+        ran = true;
+      });
+      await vi.advanceTimersByTimeAsync(59_000);
+      expect(ran).toBe(false);
+      expect(limiter.rate).toBe(0);
+      await vi.advanceTimersByTimeAsync(2_000);
+      await call;
+      expect(ran).toBe(true);
+      await limiter.stop();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+});
+
+describe('limitedCall', () => {
+  it('slows the whole limiter on 60007 and pauses it on 70050, retrying the call', async () => {
+    const limiter = new CallLimiter({ ratePerSecond: 1000 });
+    const errors = [new TimApiError(60007, 'too frequent')];
+    let calls = 0;
+    const client = {
+      friendGet: async () => {
+        calls++;
+        const e = errors.shift();
+        if (e) throw e;
+        return {
+          items: [],
+          standardSequence: 1,
+          customSequence: 1,
+          friendNum: 0,
+          complete: true,
+          nextStartIndex: 0,
+        };
+      },
+    };
+    const call = limitedCall(
+      { client, limiter, retry: { baseDelayMs: 1, maxDelayMs: 2 } },
+      new AbortController().signal,
+    );
+    const page = await call({ From_Account: 'a', StartIndex: 0 });
+    expect(page.complete).toBe(true);
+    expect(calls).toBe(2);
+    expect(limiter.slowdownFactor).toBe(0.5);
+
+    const paused: number[] = [];
+    const spy = vi.spyOn(limiter, 'pause').mockImplementation((ms) => {
+      paused.push(ms);
+    });
+    errors.push(new TimApiError(70050, 'too many failed checks'));
+    await call({ From_Account: 'a', StartIndex: 0 });
+    expect(paused).toEqual([USERSIG_LOCKOUT_MS]);
+    expect(USERSIG_LOCKOUT_MS).toBeGreaterThanOrEqual(60_000);
+    spy.mockRestore();
+    await limiter.stop();
   });
 });

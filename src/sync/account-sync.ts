@@ -43,8 +43,8 @@ const MAX_CONFLICT_RETRIES = 2;
 
 /**
  * Syncs one account. Never throws for the account's own failures: they are recorded on the account
- * and returned. It rethrows only what must stop the whole pass: a fatal configuration error, a
- * UserSig lockout, or an abort.
+ * and returned. It rethrows only what must stop the whole pass: a fatal configuration error, or an
+ * abort.
  */
 export async function syncAccount(
   deps: AccountSyncDeps,

@@ -30,13 +30,21 @@ export class CallLimiter {
   readonly #bottleneck: Bottleneck;
   readonly #window: SlidingWindow;
   readonly #windowMs: number;
+  /** The rate we are allowed (this replica's share of the budget). */
   #rate: number;
+  /** Fraction of #rate in use after Tencent said "too frequent": 1 normally, halved per complaint. */
+  #factor = 1;
+  #recoverTimer: NodeJS.Timeout | undefined;
+  #pausedUntil = 0;
+  #pauseTimer: NodeJS.Timeout | undefined;
+  readonly #now: () => number;
 
   constructor(opts: CallLimiterOptions) {
+    this.#now = opts.now ?? (() => performance.now());
     this.#windowMs = 1000 + (opts.jitterMs ?? 20);
     this.#rate = Math.max(0, Math.floor(opts.ratePerSecond));
-    this.#bottleneck = new Bottleneck({ minTime: this.#minTime(), maxConcurrent: null });
-    this.#window = new SlidingWindow(this.#rate, this.#windowMs, opts.now ?? (() => performance.now()));
+    this.#bottleneck = new Bottleneck({ minTime: this.#minTime(this.#rate), maxConcurrent: null });
+    this.#window = new SlidingWindow(this.#rate, this.#windowMs, this.#now);
   }
 
   /**
@@ -44,13 +52,57 @@ export class CallLimiter {
    * paused would hold back every queued job long after the rate is raised. While paused, jobs pass
    * straight through to the window guard, which holds them until the rate is raised.
    */
-  #minTime(): number {
-    return this.#rate === 0 ? 0 : this.#windowMs / this.#rate;
+  #minTime(rate: number): number {
+    return rate === 0 ? 0 : this.#windowMs / rate;
   }
 
-  /** Calls per second this limiter currently allows. */
+  /** Calls per second this limiter currently allows (after any slow-down or pause). */
   get rate(): number {
-    return this.#rate;
+    return this.#effective();
+  }
+
+  #effective(): number {
+    if (this.#now() < this.#pausedUntil) return 0;
+    return Math.floor(this.#rate * this.#factor);
+  }
+
+  #apply(): void {
+    const rate = this.#effective();
+    this.#bottleneck.updateSettings({ minTime: this.#minTime(rate) });
+    this.#window.setLimit(rate);
+  }
+
+  /**
+   * Tencent answered "too frequent" (60007, 60011, 60018, 60019) although we kept to our budget:
+   * its counter disagrees with ours, or someone else calls with the same app. Halve the rate (down
+   * to a quarter), then double it back every `recoverMs` without another complaint.
+   */
+  slowDown(recoverMs = 10_000): void {
+    this.#factor = Math.max(0.25, this.#factor / 2);
+    this.#apply();
+    if (this.#recoverTimer) clearTimeout(this.#recoverTimer);
+    const recover = () => {
+      this.#factor = Math.min(1, this.#factor * 2);
+      this.#apply();
+      this.#recoverTimer = this.#factor < 1 ? setTimeout(recover, recoverMs) : undefined;
+      this.#recoverTimer?.unref();
+    };
+    this.#recoverTimer = setTimeout(recover, recoverMs);
+    this.#recoverTimer.unref();
+  }
+
+  /** Holds every call for `ms` (e.g. 60 s after 70050, too many failed UserSig checks). */
+  pause(ms: number): void {
+    this.#pausedUntil = Math.max(this.#pausedUntil, this.#now() + ms);
+    this.#apply();
+    if (this.#pauseTimer) clearTimeout(this.#pauseTimer);
+    this.#pauseTimer = setTimeout(() => this.#apply(), this.#pausedUntil - this.#now() + 1);
+    this.#pauseTimer.unref();
+  }
+
+  /** The current slow-down factor (1 = none); for metrics and tests. */
+  get slowdownFactor(): number {
+    return this.#factor;
   }
 
   /**
@@ -62,8 +114,7 @@ export class CallLimiter {
     const rate = Math.max(0, Math.floor(ratePerSecond));
     if (rate === this.#rate) return;
     this.#rate = rate;
-    this.#bottleneck.updateSettings({ minTime: this.#minTime() });
-    this.#window.setLimit(rate);
+    this.#apply();
   }
 
   /** Runs `fn` when the budget allows. Rejects without running it if `signal` aborts first. */
@@ -82,6 +133,8 @@ export class CallLimiter {
 
   /** Drops queued calls and stops pacing. */
   async stop(): Promise<void> {
+    if (this.#recoverTimer) clearTimeout(this.#recoverTimer);
+    if (this.#pauseTimer) clearTimeout(this.#pauseTimer);
     this.#window.close();
     await this.#bottleneck.stop({ dropWaitingJobs: true });
   }

@@ -7,6 +7,7 @@ import pLimit from 'p-limit';
 import type { AccountSyncState } from '../db/accounts.js';
 import type { NextSync } from '../db/friends.js';
 import type { Database } from '../db/schema.js';
+import { TimError } from '../tim/errors.js';
 import type { FriendGetPage, FriendGetRequest } from '../tim/friend-get.js';
 import type { FriendGetCall } from '../tim/friend-pull.js';
 import { type AccountSyncOutcome, mustStopPass, syncAccount } from './account-sync.js';
@@ -63,6 +64,9 @@ export interface PassSummary extends PassProgress {
   skipped: number;
 }
 
+/** Tencent's 70050 (too many failed UserSig checks) asks for at least 60 s without calls. */
+export const USERSIG_LOCKOUT_MS = 61_000;
+
 /**
  * One friend_get call as the sync makes it: paced by the limiter, retried when that can help,
  * aborted by `signal`. `onCall` is told about every HTTP call, retries included.
@@ -75,9 +79,16 @@ export function limitedCall(
   return (req: FriendGetRequest) =>
     withRetries(
       () =>
-        deps.limiter.schedule(() => {
+        deps.limiter.schedule(async () => {
           onCall?.();
-          return deps.client.friendGet(req, signal);
+          try {
+            return await deps.client.friendGet(req, signal);
+          } catch (err) {
+            // Process-wide reactions, decided here once for every account in flight.
+            if (err instanceof TimError && err.retryClass === 'rate-limited') deps.limiter.slowDown();
+            if (err instanceof TimError && err.retryClass === 'usersig-lockout') deps.limiter.pause(USERSIG_LOCKOUT_MS);
+            throw err;
+          }
         }, signal),
       { ...deps.retry, signal },
     );

@@ -20,7 +20,8 @@ export interface RetryOptions {
 }
 
 /** Error classes worth another try on the same call. */
-const RETRY_CLASSES = new Set(['retryable', 'rate-limited', 'bad-response']);
+// A UserSig lockout is retried too: the limiter holds the retry until the 60 s pause is over.
+const RETRY_CLASSES = new Set(['retryable', 'rate-limited', 'bad-response', 'usersig-lockout']);
 
 /** True when retrying the same call may succeed. */
 export function isRetryable(err: unknown): err is TimError {
