@@ -27,6 +27,15 @@ export const REDACT_PATHS = [
   '*.password',
   '*.databaseUrl',
   'req.headers.authorization',
+  // The same secrets under their environment names, in case an env object is ever logged.
+  ...[
+    'TIM_SECRET_KEY',
+    'TIM_USERSIG',
+    'ADMIN_TOKEN',
+    'TIM_CALLBACK_TOKEN',
+    'DATABASE_URL',
+    'TEST_DATABASE_URL',
+  ].flatMap((k) => [k, `*.${k}`]),
 ];
 
 /**
