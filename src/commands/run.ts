@@ -62,6 +62,8 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
   const hardStop = new AbortController();
   let fatalMessage: string | undefined;
 
+  /** Accounts whose attempt ended without reaching the database; their leases are released later. */
+  const orphaned = new Set<string>();
   // Totals for the periodic summary line.
   const totals = { calls: 0, accounts: 0, changed: 0, failed: 0 };
 
@@ -90,7 +92,14 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
     concurrency: cfg.sync.concurrency,
     idleMs: 1_000,
     sleep,
-    claim: (limit) => claimDueAccounts(db, { owner: replicaId, limit, leaseMs: cfg.sync.leaseMs }),
+    claim: async (limit) => {
+      if (orphaned.size > 0) {
+        // The database is reachable again (or this would throw): hand those accounts back first.
+        await releaseLeases(db, replicaId, [...orphaned]);
+        orphaned.clear();
+      }
+      return claimDueAccounts(db, { owner: replicaId, limit, leaseMs: cfg.sync.leaseMs });
+    },
     syncOne: async (state, signal) => {
       const outcome = await syncAccount(
         {
@@ -102,7 +111,12 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
           maxPages: cfg.sync.maxPages,
         },
         state,
-      );
+      ).catch((err: unknown) => {
+        // Not even the failure could be recorded (Postgres is down): the lease would otherwise hold
+        // the account until it expires. Release it as soon as the database answers again.
+        if (!mustStopPass(err)) orphaned.add(state.accountId);
+        throw err;
+      });
       totals.accounts++;
       if (outcome.result === 'changed') totals.changed++;
       if (outcome.result === 'failed') totals.failed++;

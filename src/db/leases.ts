@@ -100,14 +100,22 @@ export async function claimAccount(
 }
 
 /**
- * Gives back leases `owner` still holds (graceful shutdown): those accounts are due again at once,
- * so another replica takes them without waiting for the leases to run out.
+ * Gives back leases `owner` still holds: all of them (graceful shutdown), or just `accountIds`
+ * (attempts that ended without reaching the database, e.g. during an outage). Those accounts are
+ * due again at once, so nobody waits for the leases to run out.
  */
-export async function releaseLeases(db: Kysely<Database>, owner: string): Promise<number> {
+export async function releaseLeases(
+  db: Kysely<Database>,
+  owner: string,
+  accountIds?: readonly string[],
+): Promise<number> {
   const res = await db
     .updateTable('tim.accounts')
     .set({ lease_owner: null, leased_at: null, lease_expires_at: null, next_sync_at: sql`now()` })
     .where('lease_owner', '=', owner)
+    .$if(accountIds !== undefined, (q) =>
+      q.where('account_id', '=', sql<string>`ANY(${[...(accountIds ?? [])]}::text[])`),
+    )
     .executeTakeFirst();
   return Number(res.numUpdatedRows);
 }

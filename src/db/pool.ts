@@ -46,5 +46,12 @@ export function createDb(url: string, opts: DbOptions = {}): Kysely<Database> {
   });
   // Without a listener, an idle client's error (server restart) would crash the process.
   pool.on('error', (err) => opts.onIdleError?.(err));
+  // pg-pool listens on a client only while it is idle. A client checked out (e.g. between the
+  // statements of a transaction) that receives "terminating connection" from a Postgres shutting
+  // down would emit 'error' to nobody, which kills the process. The query in flight still fails,
+  // and the pool discards the broken client when it is released.
+  pool.on('connect', (client) => {
+    client.on('error', (err) => opts.onIdleError?.(err));
+  });
   return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
 }

@@ -85,7 +85,8 @@ export class Scheduler {
           claimFailures++;
           const backoff = Math.min(30_000, 500 * 2 ** Math.min(claimFailures - 1, 6));
           this.#d.onClaimError?.(err, backoff);
-          await this.#wait(backoff);
+          // Not cut short by finishing accounts (only by stopping): the database is what we wait for.
+          await this.#d.sleep(backoff, stop).catch(() => {});
           continue;
         }
         for (const state of claimed) {
