@@ -2,9 +2,11 @@
  * Applying one account's pull to `tim.friends` and `tim.friend_tags`, in one transaction, together
  * with the account's sequences.
  *
- * Every write is set-based: the rows travel as ONE jsonb parameter and are expanded server-side,
- * so an account costs a handful of statements whatever its friend count. Upserts skip rows whose
- * values are unchanged (`IS DISTINCT FROM`), so an incremental pass rewrites nothing it need not.
+ * Every write is set-based: the rows travel as one json parameter per table and category (the
+ * snapshot's row objects, stringified as they are) and are expanded server-side by
+ * `json_to_recordset` into typed columns, so an account costs a handful of statements whatever its
+ * friend count. Upserts skip rows whose values are unchanged (`IS DISTINCT FROM`), so an incremental
+ * pass rewrites nothing it need not. BENCHMARKS.md has the measurements behind these choices.
  */
 import { type Kysely, sql, type Transaction } from 'kysely';
 import { afterSync } from './accounts.js';
@@ -100,12 +102,26 @@ export async function applySnapshot(
   return db.transaction().execute(async (trx) => {
     // Lock the account row: concurrent applies of one account serialise here, and the check below
     // refuses a snapshot pulled from sequences that are no longer the stored ones.
-    const current = await trx
-      .selectFrom('tim.accounts')
-      .select(['standard_sequence', 'custom_sequence', 'friend_count'])
-      .where('account_id', '=', snap.accountId)
-      .forUpdate()
-      .executeTakeFirst();
+    //
+    // The same statement asks which tables already hold rows of the account: with none there is
+    // nothing to skip, update or delete, so plain INSERTs do (a third cheaper for Postgres than an
+    // upsert, and no anti-joins). Every writer of an account's rows takes this lock and stores new
+    // sequences in the same transaction, so rows committed while we waited for the lock (which the
+    // EXISTS, reading the statement's snapshot, would miss) always come with moved sequences, and
+    // the check below refuses the snapshot before the answer is used.
+    const locked = await sql<{
+      standard_sequence: number | null;
+      custom_sequence: number | null;
+      friend_count: number;
+      has_friends: boolean;
+      has_tags: boolean;
+    }>`
+      SELECT a.standard_sequence, a.custom_sequence, a.friend_count,
+             EXISTS (SELECT 1 FROM tim.friends f WHERE f.account_id = a.account_id) AS has_friends,
+             EXISTS (SELECT 1 FROM tim.friend_tags t WHERE t.account_id = a.account_id) AS has_tags
+      FROM tim.accounts a WHERE a.account_id = ${snap.accountId}
+      FOR UPDATE OF a`.execute(trx);
+    const current = locked.rows[0];
     if (!current)
       throw new SnapshotConflictError('gone', `account ${JSON.stringify(snap.accountId)} was removed`);
     if (
@@ -114,26 +130,31 @@ export async function applySnapshot(
     ) {
       throw new SnapshotConflictError('stale', 'stored sequences changed while pulling');
     }
+    const hasFriends = current.has_friends;
+    const hasTags = current.has_tags;
 
     const result: ApplyResult = {
       friendsUpserted: 0,
       friendsDeleted: 0,
       tagsUpserted: 0,
       tagsDeleted: 0,
-      friendCount: current.friend_count,
+      friendCount: snap.standard ? snap.standard.friends.length : current.friend_count,
     };
-    if (snap.standard) {
-      Object.assign(result, await replaceFriends(trx, snap.accountId, snap.standard.friends));
-      result.friendCount = snap.standard.friends.length;
-      const t = await replaceTags(trx, snap.accountId, 'standard', snap.standard.tags);
-      result.tagsUpserted += t.upserted;
-      result.tagsDeleted += t.deleted;
-    }
-    if (snap.custom) {
-      if (!snap.standard) await assertFriendsKnown(trx, snap.accountId, snap.custom.tags);
-      const t = await replaceTags(trx, snap.accountId, 'custom', snap.custom.tags);
-      result.tagsUpserted += t.upserted;
-      result.tagsDeleted += t.deleted;
+    if (snap.custom && !snap.standard) await assertFriendsKnown(trx, snap.accountId, snap.custom.tags);
+    if (!hasFriends && !hasTags) {
+      Object.assign(result, await insertAll(trx, snap));
+    } else {
+      if (snap.standard) {
+        Object.assign(result, await replaceFriends(trx, snap.accountId, snap.standard.friends, hasFriends));
+        const t = await replaceTags(trx, snap.accountId, 'standard', snap.standard.tags, hasTags);
+        result.tagsUpserted += t.upserted;
+        result.tagsDeleted += t.deleted;
+      }
+      if (snap.custom) {
+        const t = await replaceTags(trx, snap.accountId, 'custom', snap.custom.tags, hasTags);
+        result.tagsUpserted += t.upserted;
+        result.tagsDeleted += t.deleted;
+      }
     }
 
     const changed =
@@ -186,64 +207,139 @@ export async function recordUnchanged(
   return Number(res.numUpdatedRows) === 1;
 }
 
+/*
+ * The rows travel as the snapshot's own objects, JSON-stringified as they are: no per-row mapping
+ * on our side, and `json_to_recordset` types the columns on the server (`groups` becomes text[]).
+ * A tag's JSON null comes out of it as SQL NULL, so it is turned back into the jsonb null it was.
+ */
+const FRIEND_RECORD = sql`("friendId" text, remark text, groups text[], "addSource" text, "addWording" text, "addTime" bigint)`;
+const FRIEND_VALUES = sql`u.remark, u.groups, u."addSource" AS add_source, u."addWording" AS add_wording,
+  to_timestamp(u."addTime") AS add_time`;
+
+function friendRows(friends: readonly FriendRow[]) {
+  return sql`SELECT u."friendId" AS friend_id, ${FRIEND_VALUES}
+    FROM json_to_recordset(${JSON.stringify(friends)}::json) AS u${FRIEND_RECORD}`;
+}
+
+function tagRows(tags: readonly TagRow[]) {
+  return sql`SELECT u."friendId" AS friend_id, u.tag, coalesce(u.value, 'null'::jsonb) AS value
+    FROM json_to_recordset(${JSON.stringify(tags)}::json) AS u("friendId" text, tag text, value jsonb)`;
+}
+
+function counts(rows: { a?: string | number; b?: string | number }[]): [number, number] {
+  return [Number(rows[0]?.a ?? 0), Number(rows[0]?.b ?? 0)];
+}
+
+/**
+ * The account holds no rows yet (a first sync): there is nothing to skip, update or delete, so
+ * every row of the snapshot is inserted, friends and tags in ONE statement. The tags' foreign-key
+ * checks run at the end of the statement, when the friends inserted beside them are visible.
+ */
+async function insertAll(
+  trx: Transaction<Database>,
+  snap: AccountSnapshot,
+): Promise<Pick<ApplyResult, 'friendsUpserted' | 'tagsUpserted'>> {
+  const res = await sql<{ a: string; b: string }>`
+    WITH f AS (
+      INSERT INTO tim.friends (account_id, friend_id, remark, groups, add_source, add_wording, add_time)
+      SELECT ${snap.accountId}, r.* FROM (${friendRows(snap.standard?.friends ?? [])}) AS r
+      RETURNING 1
+    ), t AS (
+      INSERT INTO tim.friend_tags (account_id, friend_id, tag, value, category)
+      SELECT ${snap.accountId}, r.friend_id, r.tag, r.value, 'standard' FROM (${tagRows(snap.standard?.tags ?? [])}) AS r
+      UNION ALL
+      SELECT ${snap.accountId}, r.friend_id, r.tag, r.value, 'custom' FROM (${tagRows(snap.custom?.tags ?? [])}) AS r
+      RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM f) AS a, (SELECT count(*) FROM t) AS b`.execute(trx);
+  const [friendsUpserted, tagsUpserted] = counts(res.rows);
+  return { friendsUpserted, tagsUpserted };
+}
+
+/**
+ * Standard data came back in full: upsert every friend, and delete the friends missing from it
+ * (they are no longer friends; their tags go with them, ON DELETE CASCADE). One statement.
+ *
+ * The upsert's join drops unchanged rows first: ON CONFLICT would otherwise lock, and so dirty,
+ * every unchanged row even though its WHERE skips the update. The WHERE stays as the rule.
+ */
 async function replaceFriends(
   trx: Transaction<Database>,
   accountId: string,
   friends: FriendRow[],
+  hasFriends: boolean,
 ): Promise<{ friendsUpserted: number; friendsDeleted: number }> {
-  // Compact positional rows keep the parameter small: [id, remark, groups, source, wording, time].
-  const rows = JSON.stringify(
-    friends.map((f) => [f.friendId, f.remark, f.groups, f.addSource, f.addWording, f.addTime]),
-  );
-  const upsert = await sql`
-    INSERT INTO tim.friends AS f (account_id, friend_id, remark, groups, add_source, add_wording, add_time)
-    SELECT ${accountId}, e->>0, e->>1,
-           CASE WHEN jsonb_typeof(e->2) = 'array' THEN ARRAY(SELECT jsonb_array_elements_text(e->2)) END,
-           e->>3, e->>4, to_timestamp((e->>5)::bigint)
-    FROM jsonb_array_elements(${rows}::jsonb) AS e
-    ON CONFLICT (account_id, friend_id) DO UPDATE SET
-      remark = excluded.remark, groups = excluded.groups, add_source = excluded.add_source,
-      add_wording = excluded.add_wording, add_time = excluded.add_time, updated_at = now()
-    WHERE (f.remark, f.groups, f.add_source, f.add_wording, f.add_time)
-          IS DISTINCT FROM (excluded.remark, excluded.groups, excluded.add_source, excluded.add_wording, excluded.add_time)`.execute(
-    trx,
-  );
-  // Standard data came back in full, so a friend missing from it is no longer a friend. Its tags go
-  // with it (ON DELETE CASCADE).
-  const del = await sql`
-    DELETE FROM tim.friends
-    WHERE account_id = ${accountId} AND friend_id <> ALL(${friends.map((f) => f.friendId)}::text[])`.execute(
-    trx,
-  );
-  return {
-    friendsUpserted: Number(upsert.numAffectedRows ?? 0),
-    friendsDeleted: Number(del.numAffectedRows ?? 0),
-  };
+  if (!hasFriends) {
+    const ins = await sql`
+      INSERT INTO tim.friends (account_id, friend_id, remark, groups, add_source, add_wording, add_time)
+      SELECT ${accountId}, r.* FROM (${friendRows(friends)}) AS r`.execute(trx);
+    return { friendsUpserted: Number(ins.numAffectedRows ?? 0), friendsDeleted: 0 };
+  }
+  const res = await sql<{ a: string; b: string }>`
+    WITH r AS MATERIALIZED (${friendRows(friends)}),
+    d AS (
+      DELETE FROM tim.friends AS f
+      WHERE f.account_id = ${accountId} AND NOT EXISTS (SELECT 1 FROM r WHERE r.friend_id = f.friend_id)
+      RETURNING 1
+    ), i AS (
+      INSERT INTO tim.friends AS f (account_id, friend_id, remark, groups, add_source, add_wording, add_time)
+      SELECT ${accountId}, r.* FROM r
+      LEFT JOIN tim.friends o ON o.account_id = ${accountId} AND o.friend_id = r.friend_id
+      WHERE o.friend_id IS NULL
+         OR (o.remark, o.groups, o.add_source, o.add_wording, o.add_time)
+            IS DISTINCT FROM (r.remark, r.groups, r.add_source, r.add_wording, r.add_time)
+      ON CONFLICT (account_id, friend_id) DO UPDATE SET
+        remark = excluded.remark, groups = excluded.groups, add_source = excluded.add_source,
+        add_wording = excluded.add_wording, add_time = excluded.add_time, updated_at = now()
+      WHERE (f.remark, f.groups, f.add_source, f.add_wording, f.add_time)
+            IS DISTINCT FROM (excluded.remark, excluded.groups, excluded.add_source, excluded.add_wording, excluded.add_time)
+      RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM i) AS a, (SELECT count(*) FROM d) AS b`.execute(trx);
+  const [friendsUpserted, friendsDeleted] = counts(res.rows);
+  return { friendsUpserted, friendsDeleted };
 }
 
+/**
+ * A category's tags came back in full: upsert them, and delete the category's tags missing from
+ * them (cleared at the source). One statement, the same way as {@link replaceFriends}.
+ */
 async function replaceTags(
   trx: Transaction<Database>,
   accountId: string,
   category: 'standard' | 'custom',
   tags: TagRow[],
+  hasTags: boolean,
 ): Promise<{ upserted: number; deleted: number }> {
-  const rows = JSON.stringify(tags.map((t) => [t.friendId, t.tag, t.value]));
-  // The category's tags came back in full: anything of it not in the set was cleared at the source.
-  const del = await sql`
-    DELETE FROM tim.friend_tags AS t
-    WHERE t.account_id = ${accountId} AND t.category = ${category}
-      AND NOT EXISTS (
-        SELECT 1 FROM jsonb_array_elements(${rows}::jsonb) AS e
-        WHERE e->>0 = t.friend_id AND e->>1 = t.tag)`.execute(trx);
-  if (tags.length === 0) return { upserted: 0, deleted: Number(del.numAffectedRows ?? 0) };
-  const upsert = await sql`
-    INSERT INTO tim.friend_tags AS t (account_id, friend_id, tag, value, category)
-    SELECT ${accountId}, e->>0, e->>1, e->2, ${category}
-    FROM jsonb_array_elements(${rows}::jsonb) AS e
-    ON CONFLICT (account_id, friend_id, tag) DO UPDATE SET
-      value = excluded.value, category = excluded.category, updated_at = now()
-    WHERE (t.value, t.category) IS DISTINCT FROM (excluded.value, excluded.category)`.execute(trx);
-  return { upserted: Number(upsert.numAffectedRows ?? 0), deleted: Number(del.numAffectedRows ?? 0) };
+  if (!hasTags) {
+    if (tags.length === 0) return { upserted: 0, deleted: 0 };
+    const ins = await sql`
+      INSERT INTO tim.friend_tags (account_id, friend_id, tag, value, category)
+      SELECT ${accountId}, r.friend_id, r.tag, r.value, ${category} FROM (${tagRows(tags)}) AS r`.execute(
+      trx,
+    );
+    return { upserted: Number(ins.numAffectedRows ?? 0), deleted: 0 };
+  }
+  const res = await sql<{ a: string; b: string }>`
+    WITH r AS MATERIALIZED (${tagRows(tags)}),
+    d AS (
+      DELETE FROM tim.friend_tags AS t
+      WHERE t.account_id = ${accountId} AND t.category = ${category}
+        AND NOT EXISTS (SELECT 1 FROM r WHERE r.friend_id = t.friend_id AND r.tag = t.tag)
+      RETURNING 1
+    ), i AS (
+      INSERT INTO tim.friend_tags AS t (account_id, friend_id, tag, value, category)
+      SELECT ${accountId}, r.friend_id, r.tag, r.value, ${category} FROM r
+      LEFT JOIN tim.friend_tags o ON o.account_id = ${accountId} AND o.friend_id = r.friend_id AND o.tag = r.tag
+      WHERE o.tag IS NULL OR (o.value, o.category) IS DISTINCT FROM (r.value, ${category}::text)
+      ON CONFLICT (account_id, friend_id, tag) DO UPDATE SET
+        value = excluded.value, category = excluded.category, updated_at = now()
+      WHERE (t.value, t.category) IS DISTINCT FROM (excluded.value, excluded.category)
+      RETURNING 1
+    )
+    SELECT (SELECT count(*) FROM i) AS a, (SELECT count(*) FROM d) AS b`.execute(trx);
+  const [upserted, deleted] = counts(res.rows);
+  return { upserted, deleted };
 }
 
 /**

@@ -86,7 +86,8 @@ export function limitedCall(
           } catch (err) {
             // Process-wide reactions, decided here once for every account in flight.
             if (err instanceof TimError && err.retryClass === 'rate-limited') deps.limiter.slowDown();
-            if (err instanceof TimError && err.retryClass === 'usersig-lockout') deps.limiter.pause(USERSIG_LOCKOUT_MS);
+            if (err instanceof TimError && err.retryClass === 'usersig-lockout')
+              deps.limiter.pause(USERSIG_LOCKOUT_MS);
             throw err;
           }
         }, signal),
