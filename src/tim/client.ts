@@ -47,6 +47,7 @@ export interface CallEvent {
 }
 
 const FRIEND_GET_PATH = '/v4/sns/friend_get';
+const UTF8 = new TextDecoder('utf-8', { fatal: true });
 const U32_LIMIT = 2 ** 32;
 
 /**
@@ -166,7 +167,12 @@ export class TimClient {
       }
       chunks.push(chunk);
     }
-    return Buffer.concat(chunks, size).toString('utf8');
+    try {
+      // Fatal: invalid UTF-8 would otherwise turn into U+FFFD and be stored as if Tencent had sent it.
+      return UTF8.decode(Buffer.concat(chunks, size));
+    } catch {
+      throw new TimDecodeError('body is not valid UTF-8');
+    }
   }
 
   /** Closes the connection pool, waiting for calls in flight. */

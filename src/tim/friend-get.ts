@@ -104,6 +104,10 @@ export function decodeFriendGetResponse(body: string): FriendGetPage {
     fail(`body is not JSON (${body.length} bytes)`);
   }
   if (!isObject(parsed)) fail(`body is ${describe(parsed)}, not an object`);
+  // Postgres text and jsonb cannot hold U+0000, and a lone surrogate cannot be written as UTF-8
+  // without being replaced: storing either would silently change the data. Both can only arrive as
+  // \u escapes, so the cheap scan of the raw text decides whether the full walk is needed.
+  if (body.includes('\\u0000') || SURROGATE_ESCAPE.test(body)) checkText(parsed, 'body');
 
   const errorCode = parsed['ErrorCode'];
   if (typeof errorCode !== 'number' || !Number.isSafeInteger(errorCode)) {
@@ -134,6 +138,29 @@ export function decodeFriendGetResponse(body: string): FriendGetPage {
     nextStartIndex:
       completeFlag !== 0 ? (uint(parsed, 'NextStartIndex', true) ?? 0) : uint(parsed, 'NextStartIndex')!,
   };
+}
+
+const SURROGATE_ESCAPE = /\\u[dD][89a-fA-F]/;
+/** A high surrogate not followed by a low one, or a low one not preceded by a high one. */
+const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
+
+/** Rejects strings (values and keys, at any depth) that Postgres could not store exactly. */
+function checkText(v: unknown, where: string): void {
+  if (typeof v === 'string') {
+    if (v.includes('\u0000')) {
+      fail(`${where} contains a NUL character (U+0000), which Postgres cannot store; nothing from this answer is used`);
+    }
+    if (LONE_SURROGATE.test(v)) {
+      fail(`${where} contains an unpaired UTF-16 surrogate, which has no exact UTF-8 form; nothing from this answer is used`);
+    }
+  } else if (Array.isArray(v)) {
+    v.forEach((x, i) => checkText(x, `${where}[${i}]`));
+  } else if (v !== null && typeof v === 'object') {
+    for (const [k, x] of Object.entries(v)) {
+      checkText(k, `${where} key`);
+      checkText(x, `${where}.${k.slice(0, 40)}`);
+    }
+  }
 }
 
 /**
