@@ -15,6 +15,7 @@ import { parseArgs } from 'node:util';
 import { evaluateGuard } from './lib/guard.js';
 import { type MachineInfo, machineInfo } from './lib/machine.js';
 import { type BenchServer, chooseServer } from './lib/postgres.js';
+import { machineBusyBetween } from './lib/proc.js';
 import { type BenchSettings, envPrefix, readSettings } from './lib/settings.js';
 import { type CeilingResult, runCeiling, type WriteTiming } from './scenarios/ceiling.js';
 import { runScheduler, type SchedulerResult } from './scenarios/scheduler.js';
@@ -67,10 +68,12 @@ async function main(): Promise<number> {
   const only = new Set<Scenario>(
     values.only ? (values.only.split(',').map((s) => s.trim()) as Scenario[]) : ci ? ['full'] : [...ALL],
   );
-  for (const s of only) if (!ALL.includes(s)) throw new Error(`unknown scenario ${s}; expected ${ALL.join(',')}`);
+  for (const s of only)
+    if (!ALL.includes(s)) throw new Error(`unknown scenario ${s}; expected ${ALL.join(',')}`);
   const settings = readSettings(process.env, ci ? CI_DEFAULTS : {});
   const base = ci ? 'npm run bench:ci' : 'npm run bench';
-  const onlyArg = (names: Scenario[]) => (ci || only.size === ALL.length ? '' : ` -- --only ${names.join(',')}`);
+  const onlyArg = (names: Scenario[]) =>
+    ci || only.size === ALL.length ? '' : ` -- --only ${names.join(',')}`;
 
   const server = await chooseServer();
   const r: Results = {
@@ -120,8 +123,15 @@ async function main(): Promise<number> {
 
   const rows = summaryRows(r);
   out();
-  out(`machine: ${r.machine.cpu}, ${r.machine.cores} cores, ${r.machine.ramGb.toFixed(0)} GB; Node ${r.machine.node}; PostgreSQL ${r.server.version} (${r.server.source})`);
-  out(table(['scenario', 'measure', 'value', 'target', ''], rows.map((x) => [x.scenario, x.measure, x.value, x.target, x.status])));
+  out(
+    `machine: ${r.machine.cpu}, ${r.machine.cores} cores, ${r.machine.ramGb.toFixed(0)} GB; Node ${r.machine.node}; PostgreSQL ${r.server.version} (${r.server.source})`,
+  );
+  out(
+    table(
+      ['scenario', 'measure', 'value', 'target', ''],
+      rows.map((x) => [x.scenario, x.measure, x.value, x.target, x.status]),
+    ),
+  );
 
   if (ci) {
     const full = r.sweep?.full;
@@ -163,45 +173,139 @@ function summaryRows(r: Results): SummaryRow[] {
   if (f) {
     const wall = f.report.passSeconds;
     const sustained = f.calls.sustainedRate / rate;
-    add('full sweep', 'calls/s ÷ quota while work remained', `${pct(sustained)} (${f.calls.sustainedRate.toFixed(1)}/s)`, '≥ 97%', check(sustained >= 0.97));
-    add('full sweep', 'calls/s ÷ quota over the whole pass', `${pct(f.report.calls / wall / rate)} (${(f.report.calls / wall).toFixed(1)}/s)`);
-    add('full sweep', 'wall time vs limit (calls ÷ quota)', `${wall.toFixed(1)} s vs ${(f.report.calls / rate).toFixed(1)} s (×${(wall / (f.report.calls / rate)).toFixed(2)})`);
-    add('full sweep', 'max calls in any 1 s window', `${f.calls.maxInAnySecond} (60007: ${f.calls.rateLimited})`, `≤ ${rate}`, check(f.calls.maxInAnySecond <= rate && f.calls.rateLimited === 0));
-    add('full sweep', 'friend rows/s, tag rows/s', `${(f.report.friendsWritten / wall).toFixed(0)}, ${(f.report.tagsWritten / wall).toFixed(0)}`);
-    add('full sweep', 'peak RSS of the mirror process', `${(f.report.maxRssKb / 1024).toFixed(0)} MB`, '≤ 250 MB', check(f.report.maxRssKb / 1024 <= 250));
-    add('full sweep', 'start of `sync` to its first call', `${((f.calls.firstAt - f.report.startedAt) / 1000).toFixed(1)} s`);
+    add(
+      'full sweep',
+      'calls/s ÷ quota while work remained',
+      `${pct(sustained)} (${f.calls.sustainedRate.toFixed(1)}/s)`,
+      '≥ 97%',
+      check(sustained >= 0.97),
+    );
+    add(
+      'full sweep',
+      'calls/s ÷ quota over the whole pass',
+      `${pct(f.report.calls / wall / rate)} (${(f.report.calls / wall).toFixed(1)}/s)`,
+    );
+    add(
+      'full sweep',
+      'wall time vs limit (calls ÷ quota)',
+      `${wall.toFixed(1)} s vs ${(f.report.calls / rate).toFixed(1)} s (×${(wall / (f.report.calls / rate)).toFixed(2)})`,
+    );
+    add(
+      'full sweep',
+      'max calls in any 1 s window',
+      `${f.calls.maxInAnySecond} (60007: ${f.calls.rateLimited})`,
+      `≤ ${rate}`,
+      check(f.calls.maxInAnySecond <= rate && f.calls.rateLimited === 0),
+    );
+    add(
+      'full sweep',
+      'friend rows/s, tag rows/s',
+      `${(f.report.friendsWritten / wall).toFixed(0)}, ${(f.report.tagsWritten / wall).toFixed(0)}`,
+    );
+    add(
+      'full sweep',
+      'peak RSS of the mirror process',
+      `${(f.report.maxRssKb / 1024).toFixed(0)} MB`,
+      '≤ 250 MB',
+      check(f.report.maxRssKb / 1024 <= 250),
+    );
+    add(
+      'full sweep',
+      'start of `sync` to its first call',
+      `${((f.calls.firstAt - f.report.startedAt) / 1000).toFixed(1)} s`,
+    );
   }
   const i = r.sweep?.incremental;
   if (i) {
     const wall = i.report.passSeconds;
     const sustained = i.calls.sustainedRate / rate;
-    add('incremental', 'calls (1 per unchanged account + changed pages)', `${i.report.calls} (expected ${i.expectedCalls}; ${i.report.unchanged} unchanged)`, '= expected', check(i.report.calls === i.expectedCalls));
-    add('incremental', 'rows written by unchanged accounts', `${i.rowsTouchedOutsideChanged}`, '0', check(i.rowsTouchedOutsideChanged === 0 && i.changedOutsideMutated === 0));
-    add('incremental', `rows written (${i.mutated.length} changed accounts)`, `${i.report.friendsWritten} friend, ${i.report.tagsWritten} tag`);
-    add('incremental', 'calls/s ÷ quota while work remained', `${pct(sustained)} (${i.calls.sustainedRate.toFixed(1)}/s)`, '≥ 97%', check(sustained >= 0.97));
-    add('incremental', 'wall time vs limit', `${wall.toFixed(1)} s vs ${(i.report.calls / rate).toFixed(1)} s (×${(wall / (i.report.calls / rate)).toFixed(2)})`);
-    add('incremental', 'mirror equals the simulator', `${i.verified} accounts checked, ${i.verifyProblems.length} differences`, '0', check(i.verifyProblems.length === 0));
+    add(
+      'incremental',
+      'calls (1 per unchanged account + changed pages)',
+      `${i.report.calls} (expected ${i.expectedCalls}; ${i.report.unchanged} unchanged)`,
+      '= expected',
+      check(i.report.calls === i.expectedCalls),
+    );
+    add(
+      'incremental',
+      'rows written by unchanged accounts',
+      `${i.rowsTouchedOutsideChanged}`,
+      '0',
+      check(i.rowsTouchedOutsideChanged === 0 && i.changedOutsideMutated === 0),
+    );
+    add(
+      'incremental',
+      `rows written (${i.mutated.length} changed accounts)`,
+      `${i.report.friendsWritten} friend, ${i.report.tagsWritten} tag`,
+    );
+    add(
+      'incremental',
+      'calls/s ÷ quota while work remained',
+      `${pct(sustained)} (${i.calls.sustainedRate.toFixed(1)}/s)`,
+      '≥ 97%',
+      check(sustained >= 0.97),
+    );
+    add(
+      'incremental',
+      'wall time vs limit',
+      `${wall.toFixed(1)} s vs ${(i.report.calls / rate).toFixed(1)} s (×${(wall / (i.report.calls / rate)).toFixed(2)})`,
+    );
+    add(
+      'incremental',
+      'mirror equals the simulator',
+      `${i.verified} accounts checked, ${i.verifyProblems.length} differences`,
+      '0',
+      check(i.verifyProblems.length === 0),
+    );
   }
   const c = r.ceiling;
   if (c) {
-    add('db ceiling', 'apply rows/s ÷ COPY rows/s (wall)', `${pct(c.ratio)} (${c.apply.rowsPerSecond.toFixed(0)} vs ${c.copy.rowsPerSecond.toFixed(0)})`, '≥ 50%', check(c.ratio >= 0.5));
+    add(
+      'db ceiling',
+      'apply rows/s ÷ COPY rows/s (wall)',
+      `${pct(c.ratio)} (${c.apply.rowsPerSecond.toFixed(0)} vs ${c.copy.rowsPerSecond.toFixed(0)})`,
+      '≥ 50%',
+      check(c.ratio >= 0.5),
+    );
     add('db ceiling', 'the same in Postgres CPU per row', pct(c.cpuRatio));
-    add('db ceiling', `pages of 500 friends/s the apply sustains (${c.settings.parallel} at once)`, `${(c.friendRows / (c.applyParallel.ms / 1000) / 500).toFixed(0)}`);
+    add(
+      'db ceiling',
+      `pages of 500 friends/s the apply sustains (${c.settings.parallel} at once)`,
+      `${(c.friendRows / (c.applyParallel.ms / 1000) / 500).toFixed(0)}`,
+    );
   }
   const s = r.scheduler;
   if (s) {
     for (const t of s.claims) {
-      add('scheduler', `claim ${s.settings.batch} of ${s.accounts.toLocaleString('en')}: ${t.case}`, `${t.medianMs.toFixed(1)} ms median, ${t.p95Ms.toFixed(1)} p95 (${t.claimed} got)`, '≤ 20 ms', check(t.p95Ms <= 20));
+      add(
+        'scheduler',
+        `claim ${s.settings.batch} of ${s.accounts.toLocaleString('en')}: ${t.case}`,
+        `${t.medianMs.toFixed(1)} ms median, ${t.p95Ms.toFixed(1)} p95 (${t.claimed} got)`,
+        '≤ 20 ms',
+        check(t.p95Ms <= 20),
+      );
     }
-    add('scheduler', 'daemon RSS idle / running (peak)', `${s.daemon.idleRssMb.toFixed(0)} MB / ${s.daemon.runningPeakRssMb.toFixed(0)} MB`);
-    add('scheduler', 'daemon CPU idle (daemon + its Postgres backends)', `${(s.daemon.idleCpuCores * 100).toFixed(1)}% + ${(s.daemon.idlePostgresCores * 100).toFixed(1)}% of a core`);
+    add(
+      'scheduler',
+      'daemon RSS idle / running (peak)',
+      `${s.daemon.idleRssMb.toFixed(0)} MB / ${s.daemon.runningPeakRssMb.toFixed(0)} MB`,
+    );
+    add(
+      'scheduler',
+      'daemon CPU idle (daemon + its Postgres backends)',
+      `${(s.daemon.idleCpuCores * 100).toFixed(1)}% + ${(s.daemon.idlePostgresCores * 100).toFixed(1)}% of a core`,
+    );
   }
   return rows;
 }
 
 function table(head: string[], body: string[][]): string {
   const widths = head.map((h, i) => Math.max(h.length, ...body.map((row) => row[i]!.length)));
-  const line = (cells: string[]) => cells.map((c, i) => c.padEnd(widths[i]!)).join('  ').trimEnd();
+  const line = (cells: string[]) =>
+    cells
+      .map((c, i) => c.padEnd(widths[i]!))
+      .join('  ')
+      .trimEnd();
   return [line(head), widths.map((w) => '-'.repeat(w)).join('  '), ...body.map(line)].join('\n');
 }
 
@@ -219,6 +323,7 @@ function passLines(p: PassMeasure, rate: number): string[] {
     `while work remained (${p.calls.sustainedSeconds.toFixed(1)} s): ${p.calls.sustainedRate.toFixed(1)} calls/s = ${pct(p.calls.sustainedRate / rate)}`,
     `rows written: ${p.report.friendsWritten} friend (${(p.report.friendsWritten / wall).toFixed(0)}/s), ${p.report.tagsWritten} tag (${(p.report.tagsWritten / wall).toFixed(0)}/s); in the mirror: ${p.friendRows} friend, ${p.tagRows} tag`,
     `peak RSS ${(p.report.maxRssKb / 1024).toFixed(0)} MB; CPU in cores: mirror ${(p.cpu.byName.mirror ?? 0).toFixed(2)}, simulator ${(p.cpu.byName.simulator ?? 0).toFixed(2)}, Postgres backends ${p.cpu.postgres.toFixed(2)}, everything else ${p.cpu.other.toFixed(2)}; machine ${p.cpu.machine.toFixed(2)} of ${p.cpu.machineCores}, load average ${p.cpu.loadAverage.toFixed(1)}`,
+    `machine CPU while work remained: ${machineBusyBetween(p.cpu, p.calls.firstAt, p.calls.drainAt).toFixed(2)} of ${p.cpu.machineCores} cores busy`,
     `CPU per call: mirror ${(p.report.cpuUserMs / calls).toFixed(2)} ms user + ${(p.report.cpuSystemMs / calls).toFixed(2)} ms system, Postgres ${perCall(p.cpu.postgres)} ms, simulator ${perCall(p.cpu.byName.simulator ?? 0)} ms`,
     `event-loop delay p99 ${p.report.loopDelayP99Ms.toFixed(0)} ms (max ${p.report.loopDelayMaxMs.toFixed(0)}); call budget: ${p.budget.map((b) => `${b.rate}/s at ${(b.atMs / 1000).toFixed(1)} s`).join(', ') || 'no change logged'}`,
     `calls per second: ${p.calls.perSecond.join(' ')}`,
@@ -233,8 +338,12 @@ function printSweep(r: SweepResult, command: string): void {
   if (!i) return;
   out(`\n## incremental sweep   $ ${command}`);
   for (const l of passLines(i, r.settings.rateLimit)) out(`  ${l}`);
-  out(`  ${i.mutated.length} accounts changed at the source; calls ${i.report.calls}, expected ${i.expectedCalls}; rows touched outside them ${i.rowsTouchedOutsideChanged}`);
-  out(`  ${i.verified} accounts compared with the simulator: ${i.verifyProblems.length ? i.verifyProblems.join('; ') : 'all equal'}`);
+  out(
+    `  ${i.mutated.length} accounts changed at the source; calls ${i.report.calls}, expected ${i.expectedCalls}; rows touched outside them ${i.rowsTouchedOutsideChanged}`,
+  );
+  out(
+    `  ${i.verified} accounts compared with the simulator: ${i.verifyProblems.length ? i.verifyProblems.join('; ') : 'all equal'}`,
+  );
 }
 
 function ceilingLines(r: CeilingResult): string[] {
@@ -259,7 +368,8 @@ function schedulerLines(r: SchedulerResult): string[] {
   return [
     `${r.accounts.toLocaleString('en')} accounts loaded in ${r.loadSeconds.toFixed(1)} s; claimDueAccounts(limit ${r.settings.batch}), ${r.settings.claims} claims per case:`,
     ...r.claims.map(
-      (t) => `  ${t.case.padEnd(40)} ${String(t.due).padStart(8)} due: median ${t.medianMs.toFixed(1)} ms, p95 ${t.p95Ms.toFixed(1)} ms, max ${t.maxMs.toFixed(1)} ms; ${t.claimed} claimed per call`,
+      (t) =>
+        `  ${t.case.padEnd(40)} ${String(t.due).padStart(8)} due: median ${t.medianMs.toFixed(1)} ms, p95 ${t.p95Ms.toFixed(1)} ms, max ${t.maxMs.toFixed(1)} ms; ${t.claimed} claimed per call`,
     ),
     `daemon (friend-mirror run): RSS idle ${r.daemon.idleRssMb.toFixed(0)} MB, CPU idle ${(r.daemon.idleCpuCores * 100).toFixed(1)}% of a core (+ ${(r.daemon.idlePostgresCores * 100).toFixed(1)}% in its Postgres backends)`,
     `daemon syncing ${r.daemon.synced} due accounts in ${r.daemon.runningSeconds.toFixed(1)} s: peak RSS ${r.daemon.runningPeakRssMb.toFixed(0)} MB, ${r.daemon.calls.arrived} calls, ${r.daemon.calls.sustainedRate.toFixed(1)}/s while work remained, max ${r.daemon.calls.maxInAnySecond} in any 1 s`,
@@ -300,10 +410,20 @@ function renderMarkdown(r: Results, rows: SummaryRow[]): string {
   md.push(
     `| simulated app | ${s.accounts} accounts, mean ${s.meanFriends} friends (max ${s.maxFriends}), seed ${s.seed}, page size ${s.pageSize}, latency ${s.latencyMs[0]}–${s.latencyMs[1]} ms, quota ${s.rateLimit}/s |`,
   );
-  md.push(`| mirror settings | ${Object.entries(s.mirrorEnv).map(([k, v]) => `${k}=${v}`).join(', ') || 'defaults'} |`);
+  md.push(
+    `| mirror settings | ${
+      Object.entries(s.mirrorEnv)
+        .map(([k, v]) => `${k}=${v}`)
+        .join(', ') || 'defaults'
+    } |`,
+  );
   md.push('');
-  md.push('Everything runs on the one machine: the simulator and the mirror in their own processes, and Postgres.');
-  md.push('CPU figures are from /proc; "everything else" is what other processes on the machine used meanwhile.');
+  md.push(
+    'Everything runs on the one machine: the simulator and the mirror in their own processes, and Postgres.',
+  );
+  md.push(
+    'CPU figures are from /proc; "everything else" is what other processes on the machine used meanwhile.',
+  );
   md.push('');
   md.push('## Summary');
   md.push('');

@@ -69,7 +69,11 @@ class CopyFromText {
  * Runs `COPY <target> FROM STDIN` with `body` (text format, tab-separated, `\N` for null).
  * @returns the rows Postgres reports copied
  */
-export async function copyFrom(client: pg.Client | pg.PoolClient, target: string, body: string): Promise<number> {
+export async function copyFrom(
+  client: pg.Client | pg.PoolClient,
+  target: string,
+  body: string,
+): Promise<number> {
   const q = new CopyFromText(`COPY ${target} FROM STDIN`, Buffer.from(body, 'utf8'));
   (client as unknown as { query(q: unknown): void }).query(q);
   return q.done;
@@ -78,7 +82,9 @@ export async function copyFrom(client: pg.Client | pg.PoolClient, target: string
 /** A value as a COPY text field: `\N` for null, backslash, tab, newline and CR escaped. */
 export function copyField(v: string | null): string {
   if (v === null) return '\\N';
-  return v.replace(/[\\\t\n\r]/g, (c) => (c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r'));
+  return v.replace(/[\\\t\n\r]/g, (c) =>
+    c === '\\' ? '\\\\' : c === '\t' ? '\\t' : c === '\n' ? '\\n' : '\\r',
+  );
 }
 
 /** A text[] as a Postgres array literal, every element quoted. */

@@ -4,9 +4,9 @@
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
-import { createInterface } from 'node:readline';
-import { mkdirSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
+import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { MirrorReport } from '../mirror.js';
 import { type CpuUse, watchCpu } from './proc.js';
@@ -22,6 +22,8 @@ export interface MirrorPassOptions {
   database: string;
   /** Write a V8 CPU profile of the mirror process into this directory (`node --cpu-prof`). */
   cpuProfDir?: string;
+  /** Extra `node` flags, e.g. `--trace-gc`. */
+  nodeArgs?: string[];
 }
 
 /** A change of the process's share of the call budget (src/sync/budget.ts), from its log. */
@@ -42,7 +44,7 @@ export interface MirrorRun {
 
 /** Runs one pass in a fresh mirror process. */
 export async function runMirrorPass(opts: MirrorPassOptions): Promise<MirrorRun> {
-  const nodeArgs: string[] = [];
+  const nodeArgs: string[] = [...(opts.nodeArgs ?? [])];
   if (opts.cpuProfDir) {
     mkdirSync(opts.cpuProfDir, { recursive: true });
     nodeArgs.push('--cpu-prof', `--cpu-prof-dir=${opts.cpuProfDir}`);
@@ -81,7 +83,9 @@ export async function runMirrorPass(opts: MirrorPassOptions): Promise<MirrorRun>
   });
   const [code] = (await once(child, 'exit')) as [number | null];
   const cpu = cpuWatch.stop();
-  const line = stdout.trim().split('\n').pop() ?? '';
+  // The report is the last JSON line; node flags such as --trace-gc may print around it.
+  const line = stdout.split('\n').findLast((l) => l.startsWith('{"exitCode"')) ?? '';
+  if (process.env.BENCH_MIRROR_STDOUT) writeFileSync(process.env.BENCH_MIRROR_STDOUT, stdout);
   if (code !== 0 || !line.startsWith('{')) {
     throw new Error(`the mirror process exited with code ${code}: ${stderr.trim() || stdout.trim()}`);
   }

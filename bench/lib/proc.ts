@@ -86,6 +86,18 @@ export interface CpuUse {
   other: number;
   /** 1-minute load average at the end. */
   loadAverage: number;
+  /** Busy CPU-seconds of the whole machine since the start, sampled every 250 ms: [Date.now(), seconds]. */
+  machineTimeline: [number, number][];
+}
+
+/** Cores the whole machine kept busy between two `Date.now()` times, from a {@link CpuUse} timeline. */
+export function machineBusyBetween(use: CpuUse, from: number, to: number): number {
+  const t = use.machineTimeline;
+  const at = (time: number) => t.findLast(([when]) => when <= time) ?? t[0];
+  const a = at(from);
+  const b = at(to);
+  if (!a || !b || b[0] - a[0] < 500) return Number.NaN;
+  return (b[1] - a[1]) / ((b[0] - a[0]) / 1000);
 }
 
 /**
@@ -113,7 +125,13 @@ export function watchCpu(pids: Record<string, number>, database: string, cores: 
     }
   };
   samplePostgres(true);
+  const machineTimeline: [number, number][] = [[Date.now(), 0]];
+  const sampleMachine = () => {
+    const now = machineSeconds();
+    if (now && machine0) machineTimeline.push([Date.now(), now.busy - machine0.busy]);
+  };
   const timer = setInterval(() => {
+    sampleMachine();
     samplePostgres(false);
     for (const [name, pid] of Object.entries(pids)) last[name] = cpuSeconds(pid) ?? last[name]!;
   }, 250);
@@ -121,6 +139,7 @@ export function watchCpu(pids: Record<string, number>, database: string, cores: 
   return {
     stop() {
       clearInterval(timer);
+      sampleMachine();
       samplePostgres(false);
       for (const [name, pid] of Object.entries(pids)) last[name] = cpuSeconds(pid) ?? last[name]!;
       const seconds = (performance.now() - started) / 1000;
@@ -140,6 +159,7 @@ export function watchCpu(pids: Record<string, number>, database: string, cores: 
         postgres,
         other: Math.max(0, machine - named - postgres - (selfCpu() - self0) / seconds),
         loadAverage: loadavg()[0] ?? Number.NaN,
+        machineTimeline,
       };
     },
   };

@@ -21,6 +21,8 @@ export interface BenchSettings {
   cpuProfDir: string | undefined;
   /** Mirror variables set in the environment, shown in the command line. */
   mirrorEnv: Record<string, string>;
+  /** Extra `node` flags for the mirror process (BENCH_MIRROR_NODE_ARGS). */
+  mirrorNodeArgs: string[];
   /** BENCH_* variables that differ from the defaults, shown in the command line. */
   overrides: Record<string, string>;
 }
@@ -34,7 +36,8 @@ export function readSettings(env: NodeJS.ProcessEnv, defaults: Partial<BenchSett
     const raw = env[name];
     if (raw === undefined || raw === '') return def;
     const n = Number(raw);
-    if (!Number.isFinite(n) || n < 0) throw new Error(`${name} must be a non-negative number, got ${JSON.stringify(raw)}`);
+    if (!Number.isFinite(n) || n < 0)
+      throw new Error(`${name} must be a non-negative number, got ${JSON.stringify(raw)}`);
     overrides[name] = raw;
     return n;
   };
@@ -43,7 +46,9 @@ export function readSettings(env: NodeJS.ProcessEnv, defaults: Partial<BenchSett
   if (latencyRaw) {
     const m = /^(\d+(?:\.\d+)?)(?:-(\d+(?:\.\d+)?))?$/.exec(latencyRaw.trim());
     if (!m || Number(m[2] ?? m[1]) < Number(m[1])) {
-      throw new Error(`BENCH_LATENCY_MS must be MIN-MAX in ms (e.g. 30-150) or one number, got ${JSON.stringify(latencyRaw)}`);
+      throw new Error(
+        `BENCH_LATENCY_MS must be MIN-MAX in ms (e.g. 30-150) or one number, got ${JSON.stringify(latencyRaw)}`,
+      );
     }
     latencyMs = [Number(m[1]), Number(m[2] ?? m[1])];
     overrides.BENCH_LATENCY_MS = latencyRaw;
@@ -53,6 +58,9 @@ export function readSettings(env: NodeJS.ProcessEnv, defaults: Partial<BenchSett
     const v = env[name];
     if (v) mirrorEnv[name] = v;
   }
+  // Node flags for the mirror process only (e.g. --max-semi-space-size=64 or --trace-gc).
+  const mirrorNodeArgs = env.BENCH_MIRROR_NODE_ARGS?.trim().split(/\s+/).filter(Boolean) ?? [];
+  if (mirrorNodeArgs.length > 0) overrides.BENCH_MIRROR_NODE_ARGS = mirrorNodeArgs.join(' ');
   const cpuProfDir = env.BENCH_CPU_PROF || undefined;
   if (cpuProfDir) overrides.BENCH_CPU_PROF = cpuProfDir;
   return {
@@ -69,6 +77,7 @@ export function readSettings(env: NodeJS.ProcessEnv, defaults: Partial<BenchSett
     schedulerAccounts: num('BENCH_SCHEDULER_ACCOUNTS', defaults.schedulerAccounts ?? 1_000_000),
     cpuProfDir,
     mirrorEnv,
+    mirrorNodeArgs,
     overrides,
   };
 }

@@ -83,7 +83,8 @@ export async function startSimulator(s: SimSettings): Promise<SimProcess> {
         ? {}
         : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }),
     });
-    if (!res.ok) throw new Error(`simulator ${method} ${path} answered HTTP ${res.status}: ${await res.text()}`);
+    if (!res.ok)
+      throw new Error(`simulator ${method} ${path} answered HTTP ${res.status}: ${await res.text()}`);
     return (await res.json()) as T;
   };
   const sim: SimProcess = {

@@ -147,7 +147,11 @@ export async function runCeiling(adminUrl: string, s: CeilingSettings): Promise<
   // Each measurement gets a fresh database: after a TRUNCATE of analysed tables, Postgres caches
   // foreign-key check plans made for near-empty tables and the next load runs several times slower,
   // which would measure the planner rather than the write path.
-  const fresh = async <T>(label: string, connections: number, work: (db: Kysely<Database>, name: string) => Promise<T>) => {
+  const fresh = async <T>(
+    label: string,
+    connections: number,
+    work: (db: Kysely<Database>, name: string) => Promise<T>,
+  ) => {
     const scratch = await createScratchDatabase(adminUrl, `ceiling_${label}`);
     const db = createDb(scratch.url, { maxConnections: connections });
     try {
@@ -229,7 +233,9 @@ async function createCopyTables(db: Kysely<Database>): Promise<void> {
   const fks = await sql<{ tbl: string; def: string }>`
     SELECT c.conrelid::regclass::text AS tbl, pg_get_constraintdef(c.oid) AS def
     FROM pg_constraint c
-    WHERE c.contype = 'f' AND c.conrelid IN ('tim.friends'::regclass, 'tim.friend_tags'::regclass)`.execute(db);
+    WHERE c.contype = 'f' AND c.conrelid IN ('tim.friends'::regclass, 'tim.friend_tags'::regclass)`.execute(
+    db,
+  );
   for (const fk of fks.rows) {
     const table = fk.tbl.replace(/^tim\./, 'bench_copy.');
     const def = fk.def.replace(/REFERENCES tim\./g, 'REFERENCES bench_copy.');
@@ -262,7 +268,9 @@ async function copyRows(c: pg.Client, snaps: readonly AccountSnapshot[]): Promis
       ['custom', snap.custom?.tags ?? []],
     ] as const) {
       for (const t of list) {
-        tags.push(`${acc}\t${copyField(t.friendId)}\t${copyField(t.tag)}\t${copyField(JSON.stringify(t.value))}\t${category}\n`);
+        tags.push(
+          `${acc}\t${copyField(t.friendId)}\t${copyField(t.tag)}\t${copyField(JSON.stringify(t.value))}\t${category}\n`,
+        );
       }
     }
   }

@@ -12,7 +12,7 @@ import { migrateToLatest } from '../../src/db/migrate.js';
 import { createDb } from '../../src/db/pool.js';
 import type { Database } from '../../src/db/schema.js';
 import { sleep } from '../../src/sync/limiter.js';
-import { callStats, type CallStats } from '../lib/calls.js';
+import { type CallStats, callStats } from '../lib/calls.js';
 import { createScratchDatabase } from '../lib/postgres.js';
 import { memoryKb, watchCpu } from '../lib/proc.js';
 import { CLI_PATH, type SimSettings, startSimulator } from '../lib/simulator.js';
@@ -63,7 +63,12 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
 }
 
-async function timeClaims(db: Kysely<Database>, label: string, due: number, s: SchedulerSettings): Promise<ClaimTiming> {
+async function timeClaims(
+  db: Kysely<Database>,
+  label: string,
+  due: number,
+  s: SchedulerSettings,
+): Promise<ClaimTiming> {
   const times: number[] = [];
   let claimed = 0;
   for (let i = 0; i < s.claims; i++) {
@@ -105,7 +110,9 @@ export async function runScheduler(adminUrl: string, s: SchedulerSettings): Prom
       SELECT id, now() + interval '1 day', 2 FROM unnest(${simIds}::text[]) AS t(id)`.execute(db);
     await sql`VACUUM ANALYZE tim.accounts`.execute(db);
     const loadSeconds = (performance.now() - t0) / 1000;
-    const total = Number((await sql<{ n: string }>`SELECT count(*) AS n FROM tim.accounts`.execute(db)).rows[0]?.n);
+    const total = Number(
+      (await sql<{ n: string }>`SELECT count(*) AS n FROM tim.accounts`.execute(db)).rows[0]?.n,
+    );
 
     const claims: ClaimTiming[] = [];
     const release = () =>
@@ -133,7 +140,9 @@ export async function runScheduler(adminUrl: string, s: SchedulerSettings): Prom
     claims.push(await timeClaims(db, 'fresh import: every account pending', due, s));
     // 3. Idle: nothing due.
     await sql`UPDATE tim.accounts SET next_sync_at = now() + interval '5 minutes' + random() * interval '1 hour',
-              priority = 2, status = 'ok', lease_owner = NULL, leased_at = NULL, lease_expires_at = NULL`.execute(db);
+              priority = 2, status = 'ok', lease_owner = NULL, leased_at = NULL, lease_expires_at = NULL`.execute(
+      db,
+    );
     await sql`VACUUM ANALYZE tim.accounts`.execute(db);
     claims.push(await timeClaims(db, 'idle: nothing due', await countDue(db), s));
 

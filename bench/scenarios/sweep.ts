@@ -24,6 +24,7 @@ export interface SweepSettings extends SimSettings {
   /** Accounts compared with the simulator's truth after the incremental sweep, besides the changed ones. */
   verifySample: number;
   cpuProfDir?: string;
+  mirrorNodeArgs?: string[];
   /** Called with a progress line. */
   say: (line: string) => void;
 }
@@ -58,7 +59,9 @@ export interface SweepResult {
 
 /** Runs the full sweep, then (when `mutateFraction` > 0) the incremental one. */
 export async function runSweep(adminUrl: string, s: SweepSettings): Promise<SweepResult> {
-  s.say(`starting the simulator: ${s.accounts} accounts, mean ${s.meanFriends} friends (max ${s.maxFriends}) …`);
+  s.say(
+    `starting the simulator: ${s.accounts} accounts, mean ${s.meanFriends} friends (max ${s.maxFriends}) …`,
+  );
   const sim = await startSimulator(s);
   const scratch = await createScratchDatabase(adminUrl, 'sweep');
   const db = createDb(scratch.url, { maxConnections: 4 });
@@ -81,10 +84,13 @@ export async function runSweep(adminUrl: string, s: SweepSettings): Promise<Swee
         env: mirrorEnv,
         simPid: sim.pid,
         database: scratch.name,
+        nodeArgs: s.mirrorNodeArgs ?? [],
         ...(s.cpuProfDir ? { cpuProfDir: `${s.cpuProfDir}/${label}` } : {}),
       });
       const counts = await sql<{ f: string; t: string }>`
-        SELECT (SELECT count(*) FROM tim.friends) AS f, (SELECT count(*) FROM tim.friend_tags) AS t`.execute(db);
+        SELECT (SELECT count(*) FROM tim.friends) AS f, (SELECT count(*) FROM tim.friend_tags) AS t`.execute(
+        db,
+      );
       return {
         ...run,
         calls: callStats(await sim.calls()),

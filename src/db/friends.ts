@@ -9,6 +9,7 @@
  * pass rewrites nothing it need not. BENCHMARKS.md has the measurements behind these choices.
  */
 import { type Kysely, sql, type Transaction } from 'kysely';
+import pLimit, { type LimitFunction } from 'p-limit';
 import { afterSync } from './accounts.js';
 import type { Database } from './schema.js';
 
@@ -63,6 +64,39 @@ function nextSyncAt(s: NextSync) {
   return sql<Date>`now() + ${s.intervalMs}::float8 * (1 - ${jitter}::float8 + random() * 2 * ${jitter}::float8) * interval '1 millisecond'`;
 }
 
+/**
+ * How many {@link applySnapshot}s run at once per database handle, unless
+ * {@link setApplyConcurrency} says otherwise.
+ *
+ * An apply is a burst of Postgres CPU: inserts, index maintenance, foreign-key checks. More of them
+ * at once than the server has cores to give only adds lock and cache contention; on the 2-core
+ * benchmark machine 24 at once cost Postgres about a third more CPU per row than 2 to 4, and the
+ * full sweep ran about 20% slower for it (BENCHMARKS.md). Applies over the limit wait here, before
+ * taking a connection, so the rest of the pool stays free for claims, bookkeeping and heartbeats.
+ */
+export const DEFAULT_APPLY_CONCURRENCY = 4;
+
+const applyGates = new WeakMap<Kysely<Database>, LimitFunction>();
+
+/**
+ * Sets how many applies run at once on `db` (the process's pool): about the cores Postgres can
+ * spend on this process's writes. Applies already waiting keep their place.
+ */
+export function setApplyConcurrency(db: Kysely<Database>, applies: number): void {
+  const gate = applyGates.get(db);
+  if (gate) gate.concurrency = applies;
+  else applyGates.set(db, pLimit(applies));
+}
+
+function applyGate(db: Kysely<Database>): LimitFunction {
+  let gate = applyGates.get(db);
+  if (!gate) {
+    gate = pLimit(DEFAULT_APPLY_CONCURRENCY);
+    applyGates.set(db, gate);
+  }
+  return gate;
+}
+
 /** Row counts written by one apply. */
 export interface ApplyResult {
   friendsUpserted: number;
@@ -98,6 +132,14 @@ export async function applySnapshot(
   db: Kysely<Database>,
   snap: AccountSnapshot,
   schedule: NextSync = DEFAULT_NEXT_SYNC,
+): Promise<ApplyResult> {
+  return applyGate(db)(() => applyInTransaction(db, snap, schedule));
+}
+
+async function applyInTransaction(
+  db: Kysely<Database>,
+  snap: AccountSnapshot,
+  schedule: NextSync,
 ): Promise<ApplyResult> {
   return db.transaction().execute(async (trx) => {
     // Lock the account row: concurrent applies of one account serialise here, and the check below
