@@ -40,6 +40,15 @@ describe('decoder: text Postgres cannot store exactly', () => {
     expect(() => decodeFriendGetResponse(ok(item))).toThrow(message);
   });
 
+  it('refuses an AddTime beyond what timestamptz holds, and keeps the largest one it can', () => {
+    const at = (t: number) => `{"To_Account":"a","ValueItem":[{"Tag":"Tag_SNS_IM_AddTime","Value":${t}}]}`;
+    expect(() => decodeFriendGetResponse(ok(at(253_402_300_800)))).toThrow(/Unix seconds/);
+    expect(() => decodeFriendGetResponse(ok(at(Number.MAX_SAFE_INTEGER)))).toThrow(TimDecodeError);
+    expect(decodeFriendGetResponse(ok(at(253_402_300_799))).items[0]!.values![0]!.value).toBe(
+      253_402_300_799,
+    );
+  });
+
   it.each([
     ['an escaped surrogate pair (emoji)', '{"To_Account":"\\ud83d\\ude00","ValueItem":[]}', '😀'],
     [

@@ -140,6 +140,9 @@ export function decodeFriendGetResponse(body: string): FriendGetPage {
   };
 }
 
+/** 9999-12-31T23:59:59Z. */
+const MAX_UNIX_SECONDS = 253_402_300_799;
+
 const SURROGATE_ESCAPE = /\\u[dD][89a-fA-F]/;
 /** A high surrogate not followed by a low one, or a low one not preceded by a high one. */
 const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
@@ -148,10 +151,14 @@ const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[
 function checkText(v: unknown, where: string): void {
   if (typeof v === 'string') {
     if (v.includes('\u0000')) {
-      fail(`${where} contains a NUL character (U+0000), which Postgres cannot store; nothing from this answer is used`);
+      fail(
+        `${where} contains a NUL character (U+0000), which Postgres cannot store; nothing from this answer is used`,
+      );
     }
     if (LONE_SURROGATE.test(v)) {
-      fail(`${where} contains an unpaired UTF-16 surrogate, which has no exact UTF-8 form; nothing from this answer is used`);
+      fail(
+        `${where} contains an unpaired UTF-16 surrogate, which has no exact UTF-8 form; nothing from this answer is used`,
+      );
     }
   } else if (Array.isArray(v)) {
     v.forEach((x, i) => checkText(x, `${where}[${i}]`));
@@ -221,7 +228,11 @@ function checkStandardType(tag: string, value: JsonValue, i: number): void {
         fail(`${where} must be a string, got ${describe(value)}`);
       return;
     case STANDARD_TAGS.addTime:
-      if (value !== null && (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0)) {
+      // Beyond year 9999 Postgres timestamptz cannot hold it; refuse here with a reason.
+      if (
+        value !== null &&
+        (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0 || value > MAX_UNIX_SECONDS)
+      ) {
         fail(`${where} must be Unix seconds, got ${describe(value)}`);
       }
       return;
