@@ -161,7 +161,7 @@ function checkText(v: unknown, where: string): void {
       );
     }
   } else if (Array.isArray(v)) {
-    v.forEach((x, i) => checkText(x, `${where}[${i}]`));
+    for (const [i, x] of v.entries()) checkText(x, `${where}[${i}]`);
   } else if (v !== null && typeof v === 'object') {
     for (const [k, x] of Object.entries(v)) {
       checkText(k, `${where} key`);
