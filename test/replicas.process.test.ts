@@ -123,7 +123,8 @@ describe('three replicas sharing one budget', () => {
       TIM_RATE_JITTER_MS: '40',
       SYNC_CONCURRENCY: '24',
       SYNC_INTERVAL: '1h',
-      SYNC_LEASE: '6s',
+      // Longer than any sync takes on a loaded machine, or a slow sync's account would be claimed twice.
+      SYNC_LEASE: '20s',
       HTTP_PORT: '0',
       LOG_LEVEL: 'info',
       LOG_SUMMARY_INTERVAL: '5s',
@@ -152,7 +153,9 @@ describe('three replicas sharing one budget', () => {
 
     const calls = sim.calls();
     const perAccount = new Map<string, number>();
-    for (const c of calls) perAccount.set(c.account!, (perAccount.get(c.account!) ?? 0) + 1);
+    // Answered pulls per account (a call retried after a transient failure is still one sync).
+    for (const c of calls)
+      if (c.errorCode === 0) perAccount.set(c.account!, (perAccount.get(c.account!) ?? 0) + 1);
     expect(perAccount.size).toBe(ACCOUNTS);
     expect([...perAccount.values()].filter((n) => n !== 1)).toEqual([]);
     expect(calls.filter((c) => c.errorCode === 60007)).toEqual([]);
@@ -205,7 +208,7 @@ describe('three replicas sharing one budget', () => {
     await waitFor(
       'the second sweep, after the lease expiry',
       async () => (await syncedSince(requested)) === ACCOUNTS,
-      60_000,
+      90_000,
     );
     expect(sim.maxCallsInWindow(1000)).toBeLessThanOrEqual(LIMIT);
     expect(sim.calls().filter((c) => c.errorCode === 60007)).toEqual([]);
