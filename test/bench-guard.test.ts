@@ -51,5 +51,14 @@ describe('evaluateGuard', () => {
 
   it('fails when nothing could be measured', () => {
     expect(evaluateGuard({ ...healthy, sustainedRate: Number.NaN }, 200).ok).toBe(false);
+    expect(evaluateGuard({ ...healthy, sustainedRate: Number.NaN }, 200, 1).ok).toBe(false);
+  });
+
+  it('calls a slow sweep inconclusive, not failed, when other processes took the CPU', () => {
+    const slow = { ...healthy, sustainedRate: 120 };
+    expect(evaluateGuard(slow, 200, 0.1)).toMatchObject({ ok: false, inconclusive: false });
+    expect(evaluateGuard(slow, 200, 0.9)).toMatchObject({ ok: true, inconclusive: true });
+    // Going over the limit is never excused.
+    expect(evaluateGuard({ ...slow, maxInAnySecond: 250 }, 200, 0.9).ok).toBe(false);
   });
 });

@@ -53,6 +53,8 @@ export interface IncrementalMeasure extends PassMeasure {
 /** Everything one sweep run measured. */
 export interface SweepResult {
   settings: SweepSettings;
+  /** The simulator ran at raised priority (bench/lib/simulator.ts says why). */
+  simRaisedPriority: boolean;
   full: PassMeasure;
   incremental?: IncrementalMeasure;
 }
@@ -101,7 +103,7 @@ export async function runSweep(adminUrl: string, s: SweepSettings): Promise<Swee
 
     s.say('full sweep (first sync of every account) …');
     const full = await measure('full');
-    if (s.mutateFraction <= 0) return { settings: s, full };
+    if (s.mutateFraction <= 0) return { settings: s, simRaisedPriority: sim.raisedPriority, full };
 
     const { changed } = await sim.post<{ changed: string[] }>('/__sim/mutate', {
       random: { fraction: s.mutateFraction, seed: s.mutateSeed },
@@ -135,6 +137,7 @@ export async function runSweep(adminUrl: string, s: SweepSettings): Promise<Swee
     }
     return {
       settings: s,
+      simRaisedPriority: sim.raisedPriority,
       full,
       incremental: {
         ...pass,

@@ -70,8 +70,8 @@ function nextSyncAt(s: NextSync) {
  *
  * An apply is a burst of Postgres CPU: inserts, index maintenance, foreign-key checks. More of them
  * at once than the server has cores to give only adds lock and cache contention; on the 2-core
- * benchmark machine 24 at once cost Postgres about a third more CPU per row than 2 to 4, and the
- * full sweep ran about 20% slower for it (BENCHMARKS.md). Applies over the limit wait here, before
+ * benchmark machine 24 at once cost Postgres about a quarter more CPU per row than 2 to 4, and the
+ * full sweep ran 10–20% slower for it (BENCHMARKS.md). Applies over the limit wait here, before
  * taking a connection, so the rest of the pool stays free for claims, bookkeeping and heartbeats.
  */
 export const DEFAULT_APPLY_CONCURRENCY = 4;
@@ -81,6 +81,10 @@ const applyGates = new WeakMap<Kysely<Database>, LimitFunction>();
 /**
  * Sets how many applies run at once on `db` (the process's pool): about the cores Postgres can
  * spend on this process's writes. Applies already waiting keep their place.
+ *
+ * @example
+ * const db = createDb(url, { maxConnections: 16 });
+ * setApplyConcurrency(db, 8); // Postgres on its own 8-core host
  */
 export function setApplyConcurrency(db: Kysely<Database>, applies: number): void {
   const gate = applyGates.get(db);
