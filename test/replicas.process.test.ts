@@ -1,15 +1,15 @@
 /**
  * Three `friend-mirror run` processes against one database and the simulator, with a 200 calls/s
- * budget: no one-second window over the limit, the budget used while work remains (reported; a
- * breakdown below 50% fails), every
- * account synced exactly once per sweep, resync requests picked up within about a second, and a
- * SIGKILLed replica's accounts completed by the others once its leases end.
+ * budget: no one-second window over the limit, at least 95% of the limit used while work remains,
+ * every account synced exactly once per sweep, resync requests picked up within about a second, and
+ * a SIGKILLed replica's accounts completed by the others once its leases end.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { setPriority } from 'node:os';
+import { availableParallelism, setPriority } from 'node:os';
 import { createInterface } from 'node:readline';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { watchCpu } from '../bench/lib/proc.js';
 import { main } from '../src/cli.js';
 import { addAccounts } from '../src/db/accounts.js';
 import { migrateToLatest } from '../src/db/migrate.js';
@@ -22,6 +22,15 @@ const APP = 1400000777;
 const KEY = 'replica-test-key';
 const ACCOUNTS = 2400;
 const LIMIT = 200;
+/** Issue #3: the replicas together use at least this share of the limit while work remains. */
+const MIN_UTILISATION = 0.95;
+/**
+ * CPU (in cores) that processes other than this test, its replicas and their Postgres backends may
+ * use during a sweep before a low utilisation says more about the machine than about the mirror.
+ * Measured on this 2-core machine: 96% with nothing else running; 64-75% while another test suite
+ * and a benchmark ran beside it (about 1 core of foreign load).
+ */
+const MAX_FOREIGN_CORES = 0.3;
 
 interface Replica {
   child: ChildProcess;
@@ -146,11 +155,20 @@ describe('three replicas sharing one budget', () => {
     }
   });
 
-  it('sweep 1: every account exactly once, never above the limit, the budget used', async () => {
-    const started = new Date();
-    for (let n = 1; n <= 3; n++) startReplica(n);
-    await waitFor('the first sweep', async () => (await syncedSince(started)) === ACCOUNTS, 90_000);
+  /**
+   * Calls per second while work remained: the middle 80% of the calls, which leaves out the ramp (the
+   * replicas raise their shares within a heartbeat of each other) and the tail (the last accounts run
+   * out before the in-flight slots do).
+   */
+  function sustainedRate(calls: readonly { at: number }[]): number {
+    const times = calls.map((c) => c.at).sort((a, b) => a - b);
+    const lo = Math.floor(times.length * 0.1);
+    const hi = Math.floor(times.length * 0.9);
+    return (hi - lo) / ((times[hi]! - times[lo]!) / 1000);
+  }
 
+  /** Every account answered exactly once, no 60007, no one-second window over the limit. */
+  function expectCleanSweep(): void {
     const calls = sim.calls();
     const perAccount = new Map<string, number>();
     // Answered pulls per account (a call retried after a transient failure is still one sync).
@@ -160,28 +178,71 @@ describe('three replicas sharing one budget', () => {
     expect([...perAccount.values()].filter((n) => n !== 1)).toEqual([]);
     expect(calls.filter((c) => c.errorCode === 60007)).toEqual([]);
     expect(sim.maxCallsInWindow(1000)).toBeLessThanOrEqual(LIMIT);
+  }
 
-    // Utilisation while work remained: the middle 80% of the calls, which leaves out the ramp (the
-    // replicas raise their shares within a heartbeat of each other) and the tail (the last accounts
-    // run out before the in-flight slots do).
-    const times = calls.map((c) => c.at).sort((a, b) => a - b);
-    const from = times[Math.floor(times.length * 0.1)]!;
-    const to = times[Math.floor(times.length * 0.9)]!;
-    const perSecond =
-      (Math.floor(times.length * 0.9) - Math.floor(times.length * 0.1)) / ((to - from) / 1000);
+  /** Runs `sweep` and reports its rate while work remained and the CPU others took meanwhile. */
+  async function measureSweep(label: string, sweep: () => Promise<void>) {
+    const pids: Record<string, number> = {};
+    for (const [i, r] of replicas.entries()) if (r.child.pid) pids[`replica-${i + 1}`] = r.child.pid;
+    const cpu = watchCpu(pids, new URL(database.url).pathname.slice(1), availableParallelism());
+    await sweep();
+    const use = cpu.stop();
+    const rate = sustainedRate(sim.calls());
+    console.log(
+      `[replicas] ${label}: ${ACCOUNTS} accounts, ${sim.calls().length} calls, ${rate.toFixed(1)} calls/s in the middle 80% (${((100 * rate) / LIMIT).toFixed(1)}% of ${LIMIT}), busiest second ${sim.maxCallsInWindow(1000)}; CPU in cores: replicas ${Object.values(
+        use.byName,
+      )
+        .reduce((a, b) => a + b, 0)
+        .toFixed(
+          2,
+        )}, Postgres ${use.postgres.toFixed(2)}, other processes ${use.other.toFixed(2)}, machine ${use.machine.toFixed(2)} of ${use.machineCores}`,
+    );
+    return { rate, foreignCores: use.other };
+  }
+
+  it('sweep 1: every account exactly once, never above the limit, at least 95% of it used', async () => {
+    const started = new Date();
+    for (let n = 1; n <= 3; n++) startReplica(n);
+    let measured = await measureSweep('sweep 1', async () => {
+      await waitFor('the first sweep', async () => (await syncedSince(started)) === ACCOUNTS, 90_000);
+    });
+    expectCleanSweep();
+
+    if (measured.rate < MIN_UTILISATION * LIMIT && measured.foreignCores > MAX_FOREIGN_CORES) {
+      // Someone else's work took the CPU the replicas, Postgres and the simulator need: a slow sweep
+      // then says nothing about the mirror. One more sweep (a resync of everything) before judging.
+      sim.clearCalls();
+      const again = new Date();
+      measured = await measureSweep('sweep 1, again (the machine was busy)', async () => {
+        expect(await main(['resync', '--all'], { env, log: pino({ level: 'silent' }), out: () => {} })).toBe(
+          0,
+        );
+        await waitFor('the repeated sweep', async () => (await syncedSince(again)) === ACCOUNTS, 90_000);
+      });
+      expectCleanSweep();
+    }
+
     const summaries = replicas.map((r) =>
       r.logs
         .filter((l) => l.includes('sync summary'))
         .slice(-3)
         .join('\n'),
     );
-    console.log(
-      `[replicas] sweep 1: ${ACCOUNTS} accounts, ${calls.length} calls, ${perSecond.toFixed(1)} calls/s in the middle 80% (${((100 * perSecond) / LIMIT).toFixed(1)}% of ${LIMIT}), busiest second ${sim.maxCallsInWindow(1000)}`,
-    );
-    // The limiter's ceiling is 192/s (96%) with the 40 ms allowance. With three replicas, Postgres and
-    // the simulator on two cores this test measures 75-96% depending on what else runs, so it only
-    // guards against a breakdown (a pacing bug once held this at 22%); issue #3 tracks the 95% target.
-    expect(perSecond, `replica summaries:\n${summaries.join('\n')}`).toBeGreaterThanOrEqual(0.5 * LIMIT);
+    // The limiter's ceiling is 200/1.04 = 192/s (96.2%) with the 40 ms allowance below, so this
+    // leaves about one point for the pipe not being kept full. A pacing bug once held it at 22%.
+    if (measured.rate < MIN_UTILISATION * LIMIT && measured.foreignCores > MAX_FOREIGN_CORES) {
+      // Still busy: judge only against a breakdown, and say so.
+      console.warn(
+        `[replicas] utilisation not judged against ${MIN_UTILISATION * 100}%: other processes used ${measured.foreignCores.toFixed(2)} cores (more than ${MAX_FOREIGN_CORES}) during both sweeps`,
+      );
+      expect(measured.rate, `replica summaries:\n${summaries.join('\n')}`).toBeGreaterThanOrEqual(
+        0.5 * LIMIT,
+      );
+    } else {
+      expect(measured.rate, `replica summaries:\n${summaries.join('\n')}`).toBeGreaterThanOrEqual(
+        MIN_UTILISATION * LIMIT,
+      );
+    }
 
     // Health, readiness and metrics of a replica.
     const admin = await replicas[0]!.adminUrl;
