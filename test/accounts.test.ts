@@ -4,7 +4,8 @@
  */
 import { sql } from 'kysely';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
-import { addAccounts, recordFailure, requestResync } from '../src/db/accounts.js';
+import { addAccounts, recordFailure, removeAccounts, requestResync } from '../src/db/accounts.js';
+import { applySnapshot } from '../src/db/friends.js';
 import { claimAccount, claimDueAccounts, releaseLeases } from '../src/db/leases.js';
 import { migrateToLatest } from '../src/db/migrate.js';
 import { createDb } from '../src/db/pool.js';
@@ -150,5 +151,94 @@ describe('failure backoff', () => {
       expect(d, `failure ${i + 1}`).toBeGreaterThanOrEqual(bounds[i]![0]!);
       expect(d, `failure ${i + 1}`).toBeLessThan(bounds[i]![1]!);
     });
+  });
+});
+
+describe('removing rows takes their dependants along (set-based cascade triggers)', () => {
+  const friend = (id: string) => ({
+    friendId: id,
+    remark: null,
+    groups: null,
+    addSource: 'AddSource_Type_Web',
+    addWording: null,
+    addTime: 1_700_000_000,
+  });
+  /** A first sync of `account` with friends f1..fN, a standard-category and a custom tag on each. */
+  async function mirror(account: string, n: number): Promise<void> {
+    const ids = Array.from({ length: n }, (_, i) => `f${i + 1}`);
+    await applySnapshot(db, {
+      accountId: account,
+      baseStandardSequence: null,
+      baseCustomSequence: null,
+      standardSequence: 1,
+      customSequence: 1,
+      standard: {
+        friends: ids.map(friend),
+        tags: ids.map((id) => ({ friendId: id, tag: 'Tag_SNS_IM_Unknown', value: 1 })),
+      },
+      custom: { tags: ids.map((id) => ({ friendId: id, tag: 'Tag_SNS_Custom_x', value: id })) },
+    });
+  }
+  async function rows(account: string): Promise<{ friends: number; tags: number }> {
+    const r = await sql<{ friends: string; tags: string }>`
+      SELECT (SELECT count(*) FROM tim.friends WHERE account_id = ${account}) AS friends,
+             (SELECT count(*) FROM tim.friend_tags WHERE account_id = ${account}) AS tags`.execute(db);
+    return { friends: Number(r.rows[0]!.friends), tags: Number(r.rows[0]!.tags) };
+  }
+
+  it('a removed account loses its friends and tags; others keep theirs', async () => {
+    await addAccounts(db, ['a', 'b']);
+    await mirror('a', 3);
+    await mirror('b', 2);
+    expect(await rows('a')).toEqual({ friends: 3, tags: 6 });
+    expect(await removeAccounts(db, ['a'])).toBe(1);
+    expect(await rows('a')).toEqual({ friends: 0, tags: 0 });
+    expect(await rows('b')).toEqual({ friends: 2, tags: 4 });
+    // By hand in SQL, too.
+    await sql`DELETE FROM tim.accounts WHERE account_id = 'b'`.execute(db);
+    expect(await rows('b')).toEqual({ friends: 0, tags: 0 });
+  });
+
+  it('a friend removed by a standard-only pull loses its custom tags too', async () => {
+    await addAccounts(db, ['a']);
+    await mirror('a', 3);
+    // Standard data changed (f2 is gone), custom reported unchanged: custom tags are not re-sent.
+    await applySnapshot(db, {
+      accountId: 'a',
+      baseStandardSequence: 1,
+      baseCustomSequence: 1,
+      standardSequence: 2,
+      customSequence: 1,
+      standard: {
+        friends: ['f1', 'f3'].map(friend),
+        tags: ['f1', 'f3'].map((id) => ({ friendId: id, tag: 'Tag_SNS_IM_Unknown', value: 1 })),
+      },
+    });
+    const left = await db
+      .selectFrom('tim.friend_tags')
+      .select(['friend_id', 'tag'])
+      .where('account_id', '=', 'a')
+      .orderBy('friend_id')
+      .orderBy('tag')
+      .execute();
+    expect(left.map((t) => `${t.friend_id}/${t.tag}`)).toEqual([
+      'f1/Tag_SNS_Custom_x',
+      'f1/Tag_SNS_IM_Unknown',
+      'f3/Tag_SNS_Custom_x',
+      'f3/Tag_SNS_IM_Unknown',
+    ]);
+    // A friend deleted by hand takes its tags along as well.
+    await sql`DELETE FROM tim.friends WHERE account_id = 'a' AND friend_id = 'f1'`.execute(db);
+    expect(await rows('a')).toEqual({ friends: 1, tags: 2 });
+  });
+
+  it('TRUNCATE of accounts or friends empties the tables that depend on them', async () => {
+    await addAccounts(db, ['a', 'b']);
+    await mirror('a', 2);
+    await sql`TRUNCATE tim.friends`.execute(db);
+    expect(await rows('a')).toEqual({ friends: 0, tags: 0 });
+    await mirror('b', 2);
+    await sql`TRUNCATE tim.accounts`.execute(db);
+    expect(await rows('b')).toEqual({ friends: 0, tags: 0 });
   });
 });

@@ -8,7 +8,7 @@
  * friend count. Upserts skip rows whose values are unchanged (`IS DISTINCT FROM`), so an incremental
  * pass rewrites nothing it need not. BENCHMARKS.md has the measurements behind these choices.
  */
-import { type Kysely, sql, type Transaction } from 'kysely';
+import { type Kysely, type RawBuilder, sql, type Transaction } from 'kysely';
 import pLimit, { type LimitFunction } from 'p-limit';
 import { afterSync } from './accounts.js';
 import type { Database } from './schema.js';
@@ -68,7 +68,7 @@ function nextSyncAt(s: NextSync) {
  * How many {@link applySnapshot}s run at once per database handle, unless
  * {@link setApplyConcurrency} says otherwise.
  *
- * An apply is a burst of Postgres CPU: inserts, index maintenance, foreign-key checks. More of them
+ * An apply is a burst of Postgres CPU: inserts and index maintenance. More of them
  * at once than the server has cores to give only adds lock and cache contention; on the 2-core
  * benchmark machine 24 at once cost Postgres about a quarter more CPU per row than 2 to 4, and the
  * full sweep ran 10–20% slower for it (BENCHMARKS.md). Applies over the limit wait here, before
@@ -137,7 +137,110 @@ export async function applySnapshot(
   snap: AccountSnapshot,
   schedule: NextSync = DEFAULT_NEXT_SYNC,
 ): Promise<ApplyResult> {
-  return applyGate(db)(() => applyInTransaction(db, snap, schedule));
+  return applyGate(db)(async () => {
+    if (isFirstSync(snap)) {
+      const first = await insertFirstSync(db, snap, schedule);
+      if (first) return first;
+    }
+    return applyInTransaction(db, snap, schedule);
+  });
+}
+
+/** The columns of `tim.accounts` every successful apply writes, besides the data's own. */
+function syncedColumns(snap: AccountSnapshot, friendCount: RawBuilder<number> | number, schedule: NextSync) {
+  return {
+    standard_sequence: snap.standardSequence,
+    custom_sequence: snap.customSequence,
+    friend_count: friendCount,
+    status: 'ok' as const,
+    last_error: null,
+    failures: 0,
+    last_synced_at: sql<Date>`now()`,
+    last_attempt_at: sql<Date>`now()`,
+    ...afterSync(nextSyncAt(schedule)),
+  };
+}
+
+/** A pull from zero sequences with both categories: the shape of an account's first sync. */
+function isFirstSync(snap: AccountSnapshot): boolean {
+  return snap.baseStandardSequence === null && snap.baseCustomSequence === null && !!snap.standard;
+}
+
+/**
+ * A first sync in ONE statement, and so one round trip and its own transaction: lock the account
+ * row, check its sequences are still the snapshot's base and that it holds no rows, insert every
+ * friend and tag, and store the sequences, or do nothing at all. A first sync writes the most rows
+ * of any apply, and on a busy machine each round trip of a multi-statement transaction also waits
+ * for the event loop; with BEGIN, probe, insert, update and COMMIT that was five waits per account.
+ *
+ * The lock and the EXISTS probes follow the reasoning in {@link applyInTransaction}: the probes
+ * read the statement's snapshot, and rows committed while the lock was awaited always come with
+ * moved sequences, which the check (made on the locked, latest row) refuses. Returns undefined when
+ * the account turned out to hold rows (a `resync --full`, say), for the general path to handle.
+ *
+ * @throws SnapshotConflictError like {@link applySnapshot}
+ */
+async function insertFirstSync(
+  db: Kysely<Database>,
+  snap: AccountSnapshot,
+  schedule: NextSync,
+): Promise<ApplyResult | undefined> {
+  const friends = snap.standard?.friends ?? [];
+  const update = db
+    .updateTable('tim.accounts')
+    .set({
+      ...syncedColumns(snap, friends.length, schedule),
+      last_changed_at: sql<Date>`CASE WHEN EXISTS (SELECT 1 FROM f) OR EXISTS (SELECT 1 FROM t) THEN now() ELSE last_changed_at END`,
+    })
+    .where('account_id', '=', snap.accountId)
+    .where(sql<boolean>`EXISTS (SELECT 1 FROM ok)`)
+    .returning(sql<number>`1`.as('updated'));
+  const res = await sql<{
+    found: boolean;
+    standard_sequence: number | null;
+    custom_sequence: number | null;
+    empty: boolean;
+    friends: string;
+    tags: string;
+  }>`
+    WITH a AS (
+      SELECT a.standard_sequence, a.custom_sequence,
+             NOT EXISTS (SELECT 1 FROM tim.friends f WHERE f.account_id = a.account_id)
+               AND NOT EXISTS (SELECT 1 FROM tim.friend_tags t WHERE t.account_id = a.account_id) AS empty
+      FROM tim.accounts a WHERE a.account_id = ${snap.accountId}
+      FOR UPDATE OF a
+    ), ok AS (
+      SELECT 1 FROM a
+      WHERE a.empty AND a.standard_sequence IS NULL AND a.custom_sequence IS NULL
+    ), f AS (
+      INSERT INTO tim.friends (account_id, friend_id, remark, groups, add_source, add_wording, add_time)
+      SELECT ${snap.accountId}, r.* FROM (${friendRows(friends)}) AS r WHERE EXISTS (SELECT 1 FROM ok)
+      RETURNING 1
+    ), t AS (
+      INSERT INTO tim.friend_tags (account_id, friend_id, tag, value, category)
+      SELECT ${snap.accountId}, r.friend_id, r.tag, r.value, 'standard' FROM (${tagRows(snap.standard?.tags ?? [])}) AS r
+      WHERE EXISTS (SELECT 1 FROM ok)
+      UNION ALL
+      SELECT ${snap.accountId}, r.friend_id, r.tag, r.value, 'custom' FROM (${tagRows(snap.custom?.tags ?? [])}) AS r
+      WHERE EXISTS (SELECT 1 FROM ok)
+      RETURNING 1
+    ), u AS (${update})
+    SELECT EXISTS (SELECT 1 FROM a) AS found, (SELECT standard_sequence FROM a) AS standard_sequence,
+           (SELECT custom_sequence FROM a) AS custom_sequence, coalesce((SELECT empty FROM a), false) AS empty,
+           (SELECT count(*) FROM f) AS friends, (SELECT count(*) FROM t) AS tags`.execute(db);
+  const row = res.rows[0];
+  if (!row?.found)
+    throw new SnapshotConflictError('gone', `account ${JSON.stringify(snap.accountId)} was removed`);
+  if (row.standard_sequence !== null || row.custom_sequence !== null)
+    throw new SnapshotConflictError('stale', 'stored sequences changed while pulling');
+  if (!row.empty) return undefined;
+  return {
+    friendsUpserted: Number(row.friends),
+    friendsDeleted: 0,
+    tagsUpserted: Number(row.tags),
+    tagsDeleted: 0,
+    friendCount: friends.length,
+  };
 }
 
 async function applyInTransaction(
@@ -208,15 +311,7 @@ async function applyInTransaction(
     await trx
       .updateTable('tim.accounts')
       .set({
-        standard_sequence: snap.standardSequence,
-        custom_sequence: snap.customSequence,
-        friend_count: result.friendCount,
-        status: 'ok',
-        last_error: null,
-        failures: 0,
-        last_synced_at: sql`now()`,
-        last_attempt_at: sql`now()`,
-        ...afterSync(nextSyncAt(schedule)),
+        ...syncedColumns(snap, result.friendCount, schedule),
         ...(changed ? { last_changed_at: sql`now()` } : {}),
       })
       .where('account_id', '=', snap.accountId)
@@ -278,8 +373,8 @@ function counts(rows: { a?: string | number; b?: string | number }[]): [number, 
 
 /**
  * The account holds no rows yet (a first sync): there is nothing to skip, update or delete, so
- * every row of the snapshot is inserted, friends and tags in ONE statement. The tags' foreign-key
- * checks run at the end of the statement, when the friends inserted beside them are visible.
+ * every row of the snapshot is inserted, friends and tags in ONE statement. No foreign key checks
+ * each row (migration 2026-11-25T05-00-00 says why): the tags belong to friends of the same snapshot.
  */
 async function insertAll(
   trx: Transaction<Database>,
@@ -304,7 +399,8 @@ async function insertAll(
 
 /**
  * Standard data came back in full: upsert every friend, and delete the friends missing from it
- * (they are no longer friends; their tags go with them, ON DELETE CASCADE). One statement.
+ * (they are no longer friends; their tags go with them, by the set-based `friends_delete_cascade`
+ * trigger at the end of the statement). One statement.
  *
  * The upsert's join drops unchanged rows first: ON CONFLICT would otherwise lock, and so dirty,
  * every unchanged row even though its WHERE skips the update. The WHERE stays as the rule.
