@@ -174,6 +174,11 @@ export async function syncAccount(
   return outcome;
 }
 
+/** The friend ids that can become accounts: valid account ids (see account-id.ts), not the account itself. */
+export function discoverableIds(accountId: string, friendIds: readonly string[]): string[] {
+  return friendIds.filter((id) => id !== accountId && accountIdProblem(id) === undefined);
+}
+
 /**
  * Adds the friends of a committed pull as accounts. After the apply, outside its transaction: a
  * failure here loses no mirrored data, so it is reported on the outcome and the sync stands.
@@ -185,7 +190,7 @@ async function discover(
   friendIds: string[],
   outcome: AccountSyncOutcome,
 ): Promise<void> {
-  const valid = friendIds.filter((id) => id !== accountId && accountIdProblem(id) === undefined);
+  const valid = discoverableIds(accountId, friendIds);
   const started = performance.now();
   try {
     outcome.discovery = await discoverAccounts(deps.db, accountId, valid, deps.discover!.maxAccounts);
