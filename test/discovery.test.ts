@@ -73,18 +73,27 @@ function captureLogs() {
   return { log, lines };
 }
 
-describe('discovery', () => {
-  let f: MirrorFixture;
-
+/**
+ * A fresh database per describe with the graph app and the 3 seeds listed (none synced yet).
+ * Returns a getter, since the fixture exists only once beforeAll has run.
+ */
+function seededGraph(label: string): () => MirrorFixture {
+  let f: MirrorFixture | undefined;
   beforeAll(async () => {
-    f = await mirrorFixture('discovery', { store: graphApp(), pageSize: 2 });
+    f = await mirrorFixture(label, { store: graphApp(), pageSize: 2 });
     await addAccounts(f.db, SEEDS);
   });
   afterAll(async () => {
     await f?.close();
   });
+  return () => f!;
+}
+
+describe('discovery', () => {
+  const fixture = seededGraph('discovery');
 
   it('grows 3 seeds into the whole graph of 50, and the mirror equals the simulator for all', async () => {
+    const f = fixture();
     const metrics = createMetrics();
     const passes = await passesUntilStable(f, {
       discover: { maxAccounts: 1_000_000 },
@@ -110,17 +119,10 @@ describe('discovery', () => {
 });
 
 describe('discovery off', () => {
-  let f: MirrorFixture;
-
-  beforeAll(async () => {
-    f = await mirrorFixture('discovery_off', { store: graphApp(), pageSize: 2 });
-    await addAccounts(f.db, SEEDS);
-  });
-  afterAll(async () => {
-    await f?.close();
-  });
+  const fixture = seededGraph('discovery_off');
 
   it('is off by default: a pass with the default configuration adds nothing', async () => {
+    const f = fixture();
     const env = { TIM_SDKAPPID: String(SDK_APP_ID), TIM_SECRET_KEY: SECRET, TIM_BASE_URL: f.baseUrl };
     const syncCfg = loadSyncConfig(env);
     expect(syncCfg.discover).toBe(false);
@@ -137,17 +139,10 @@ describe('discovery off', () => {
 });
 
 describe('discovery cap', () => {
-  let f: MirrorFixture;
-
-  beforeAll(async () => {
-    f = await mirrorFixture('discovery_cap', { store: graphApp(), pageSize: 2 });
-    await addAccounts(f.db, SEEDS);
-  });
-  afterAll(async () => {
-    await f?.close();
-  });
+  const fixture = seededGraph('discovery_cap');
 
   it('stops at exactly SYNC_DISCOVER_MAX_ACCOUNTS, warns once and counts what it left out', async () => {
+    const f = fixture();
     const { log, lines } = captureLogs();
     const report = createOutcomeReporter(log, { discoverMaxAccounts: 20 });
     const metrics = createMetrics();
@@ -172,6 +167,7 @@ describe('discovery cap', () => {
   });
 
   it('keeps the counter exact through adds, removes and truncation, and finds room again', async () => {
+    const f = fixture();
     await removeAccounts(f.db, ['d_49', 'd_48', 'nope']);
     const present = await accountCount(f);
     expect(await accountTotal(f.db)).toBe(present);
