@@ -50,14 +50,22 @@ function toState(r: Row): AccountSyncState {
 }
 
 /**
+ * The earliest a first reconcile comes, as a share of the interval. Most first syncs are full reads
+ * already, so reading an account in full again minutes later would be a wasted call; from a tenth
+ * of the interval on, the first reconciles are still spread evenly (each tenth holds 1/9 of them).
+ */
+const FIRST_RECONCILE_FLOOR = 0.1;
+
+/**
  * What a claim sets for reconciliation, and (in RETURNING) whether this sync is one.
  *
  * A reconcile is due when `reconcile_due_at` has passed. The claim proposes the next one in
  * `reconcile_next_at`; `afterSync` makes it current only if the sync succeeds:
  * - never scheduled (a new or imported account, or the feature just turned on), or scheduled
- *   further out than one interval (the interval was shortened): a uniformly random moment within
- *   one interval, so a million accounts imported at once reconcile evenly over the interval;
- * - after a full read (a due reconcile, a first sync, `resync --full`): interval × (1 − jitter·U),
+ *   further out than one interval (the interval was shortened): a uniformly random moment between
+ *   a tenth of the interval and the whole interval from now, so a million accounts imported at once
+ *   reconcile evenly over the interval;
+ * - after a full read of a scheduled account (a due reconcile, `resync --full`): interval × (1 − jitter·U),
  *   never later than one interval after this read;
  * - otherwise nothing: an incremental sync leaves the reconcile clock alone.
  * Off: the columns are cleared, so no stale time pulls `next_sync_at` in.
@@ -73,7 +81,7 @@ function reconcileSet(r: ReconcileSchedule | undefined) {
       reconcile_due_at = CASE WHEN a.reconcile_due_at > now() + ${interval} THEN NULL ELSE a.reconcile_due_at END,
       reconcile_next_at = CASE
         WHEN a.reconcile_due_at IS NULL OR a.reconcile_due_at > now() + ${interval}
-          THEN now() + random() * ${interval}
+          THEN now() + (${FIRST_RECONCILE_FLOOR}::float8 + (1 - ${FIRST_RECONCILE_FLOOR}::float8) * random()) * ${interval}
         WHEN a.reconcile_due_at <= now() OR a.standard_sequence IS NULL OR a.custom_sequence IS NULL
           THEN now() + (1 - ${jitter}::float8 * random()) * ${interval}
         END`,
