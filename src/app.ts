@@ -65,6 +65,7 @@ export function passDepsFrom(
     concurrency: sync.concurrency,
     maxPages: sync.maxPages,
     nextSync: { intervalMs: sync.intervalMs },
+    ...(sync.discover ? { discover: { maxAccounts: sync.discoverMaxAccounts } } : {}),
     retry: {
       attempts: sync.retryAttempts,
       onRetry: (err, attempt, delayMs) =>

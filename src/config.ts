@@ -199,6 +199,26 @@ export interface SyncConfig {
   retryAttempts: number;
   /** `SYNC_LEASE`: how long a claimed account stays claimed if its replica dies mid-sync. */
   leaseMs: number;
+  /** `SYNC_RECONCILE_INTERVAL`: every account is read in full at least this often; 0 = off. */
+  reconcileIntervalMs: number;
+  /** `SYNC_DISCOVER`: add every friend seen to `tim.accounts`. */
+  discover: boolean;
+  /** `SYNC_DISCOVER_MAX_ACCOUNTS`: discovery stops adding once `tim.accounts` holds this many rows. */
+  discoverMaxAccounts: number;
+}
+
+/** `SYNC_RECONCILE_INTERVAL`: a duration of at least 1 s, or `0`/`off`. */
+function reconcileInterval(env: Env): number {
+  const raw = str(env, 'SYNC_RECONCILE_INTERVAL');
+  if (raw !== undefined && ['0', 'off', 'false', 'no'].includes(raw.toLowerCase())) return 0;
+  try {
+    return duration(env, 'SYNC_RECONCILE_INTERVAL', 86_400_000, 1_000);
+  } catch {
+    throw new ConfigError(
+      'SYNC_RECONCILE_INTERVAL',
+      `must be a duration like 12h or 1d (at least 1s), or 0/off to turn reconciliation off, got ${shown('SYNC_RECONCILE_INTERVAL', raw ?? '')}`,
+    );
+  }
 }
 
 /** Loads the `SYNC_*` settings. */
@@ -209,6 +229,9 @@ export function loadSyncConfig(env: Env = process.env): Readonly<SyncConfig> {
     maxPages: int(env, 'SYNC_MAX_PAGES', 100, 1, 10_000),
     retryAttempts: int(env, 'SYNC_RETRY_ATTEMPTS', 4, 1, 20),
     leaseMs: duration(env, 'SYNC_LEASE', 300_000, 5_000),
+    reconcileIntervalMs: reconcileInterval(env),
+    discover: bool(env, 'SYNC_DISCOVER', false),
+    discoverMaxAccounts: int(env, 'SYNC_DISCOVER_MAX_ACCOUNTS', 1_000_000, 1, 1_000_000_000),
   });
 }
 

@@ -16,6 +16,8 @@ export interface AccountsSummary {
   byStatus: Record<string, number>;
   /** Age of the oldest due account (now − its `next_sync_at`); 0 when none is due. */
   lagSeconds: number;
+  /** Active accounts whose reconciliation (full read) is overdue; omitted: not exported. */
+  reconcileBacklog?: number;
 }
 
 /** Options of {@link createMetrics}. */
@@ -111,6 +113,32 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     help: 'Rows of tim.friend_tags inserted, updated or deleted.',
     registers,
   });
+  const reconciles = new Counter({
+    name: `${prefix}reconciles_total`,
+    help: 'Accounts read in full because their reconciliation (SYNC_RECONCILE_INTERVAL) was due, and synced.',
+    registers,
+  });
+  const reconcileDrift = new Counter({
+    name: `${prefix}reconcile_drift_total`,
+    help: "Full reads that changed rows although Tencent's sequences had not moved: changes the sequences missed, now repaired.",
+    registers,
+  });
+  const rowsRepaired = new Counter({
+    name: `${prefix}reconcile_rows_repaired_total`,
+    help: 'Rows written by full reads although their sequences had not moved, by table (friends, friend_tags).',
+    labelNames: ['table'] as const,
+    registers,
+  });
+  const discovered = new Counter({
+    name: `${prefix}discovered_accounts_total`,
+    help: 'Accounts added to tim.accounts by discovery (SYNC_DISCOVER).',
+    registers,
+  });
+  const discoveryCapped = new Counter({
+    name: `${prefix}discovery_capped_total`,
+    help: 'Friend ids discovery left out because tim.accounts reached SYNC_DISCOVER_MAX_ACCOUNTS.',
+    registers,
+  });
   const ready = new Gauge({
     name: `${prefix}ready`,
     help: '1 when the last readiness check passed, else 0.',
@@ -148,6 +176,7 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
   const collectAccounts = opts.collectAccounts;
   let accounts: Gauge<'status'> | undefined;
   let lag: Gauge | undefined;
+  let reconcileBacklog: Gauge | undefined;
   if (collectAccounts) {
     collectErrors.inc({ source: 'accounts' }, 0);
     accounts = new Gauge({
@@ -160,6 +189,12 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     lag = new Gauge({
       name: `${prefix}sync_lag_seconds`,
       help: 'How long the oldest due account has been waiting (0 when none is due).',
+      registers,
+      collect: () => refreshAccounts(),
+    });
+    reconcileBacklog = new Gauge({
+      name: `${prefix}reconcile_backlog`,
+      help: 'Active accounts whose reconciliation (a full read) is overdue.',
       registers,
       collect: () => refreshAccounts(),
     });
@@ -179,6 +214,7 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
         accounts?.reset();
         for (const [status, n] of Object.entries(summary.byStatus)) accounts?.set({ status }, n);
         lag?.set(summary.lagSeconds);
+        if (summary.reconcileBacklog !== undefined) reconcileBacklog?.set(summary.reconcileBacklog);
       },
       () => {
         collectErrors.inc({ source: 'accounts' });
@@ -212,6 +248,16 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
       accountSyncDuration.observe(o.durationMs / 1000);
       friendRows.inc(o.friendsWritten);
       tagRows.inc(o.tagsWritten);
+      if (o.reconciled && (o.result === 'changed' || o.result === 'unchanged')) reconciles.inc();
+      if (o.drift) {
+        reconcileDrift.inc();
+        rowsRepaired.inc({ table: 'friends' }, o.drift.friendRows);
+        rowsRepaired.inc({ table: 'friend_tags' }, o.drift.tagRows);
+      }
+      if (o.discovery) {
+        discovered.inc(o.discovery.added);
+        discoveryCapped.inc(o.discovery.capped);
+      }
     },
     setReady(isReady) {
       ready.set(isReady ? 1 : 0);

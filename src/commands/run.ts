@@ -20,6 +20,7 @@ import { type AccountsSummary, createMetrics } from '../metrics.js';
 import { describeError, mustStopPass, syncAccount } from '../sync/account-sync.js';
 import { ReplicaBudget } from '../sync/budget.js';
 import { CallLimiter, sleep } from '../sync/limiter.js';
+import { createOutcomeReporter } from '../sync/outcome-report.js';
 import { limitedCall } from '../sync/pass.js';
 import { Scheduler } from '../sync/scheduler.js';
 import { type CommandContext, EXIT } from './context.js';
@@ -34,18 +35,21 @@ export interface RunConfig {
 
 /** Account counts by status and the age of the oldest due account, for metrics. */
 async function accountsSummary(db: Kysely<Database>): Promise<AccountsSummary> {
-  const res = await sql<{ status: string; n: number; lag: number | null }>`
+  const res = await sql<{ status: string; n: number; lag: number | null; reconcile_backlog: number }>`
     SELECT status, count(*)::int AS n,
            extract(epoch FROM now() - min(next_sync_at) FILTER (
-             WHERE next_sync_at <= now() AND next_sync_at > '-infinity' AND status NOT IN ('disabled', 'missing')))::float8 AS lag
+             WHERE next_sync_at <= now() AND next_sync_at > '-infinity' AND status NOT IN ('disabled', 'missing')))::float8 AS lag,
+           count(*) FILTER (WHERE reconcile_due_at <= now() AND status NOT IN ('disabled', 'missing'))::int AS reconcile_backlog
     FROM tim.accounts GROUP BY status`.execute(db);
   const byStatus: Record<string, number> = {};
   let lag = 0;
+  let reconcileBacklog = 0;
   for (const r of res.rows) {
     byStatus[r.status] = r.n;
     lag = Math.max(lag, r.lag ?? 0);
+    reconcileBacklog += r.reconcile_backlog;
   }
-  return { byStatus, lagSeconds: lag };
+  return { byStatus, lagSeconds: lag, reconcileBacklog };
 }
 
 /** Runs the daemon until SIGTERM/SIGINT. */
@@ -88,6 +92,7 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
       log.warn({ err: { message: (err as Error).message } }, 'replica heartbeat failed; retrying'),
   });
 
+  const reportExtras = createOutcomeReporter(log, { discoverMaxAccounts: cfg.sync.discoverMaxAccounts });
   const scheduler = new Scheduler({
     concurrency: cfg.sync.concurrency,
     idleMs: 1_000,
@@ -98,7 +103,12 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
         await releaseLeases(db, replicaId, [...orphaned]);
         orphaned.clear();
       }
-      return claimDueAccounts(db, { owner: replicaId, limit, leaseMs: cfg.sync.leaseMs });
+      return claimDueAccounts(db, {
+        owner: replicaId,
+        limit,
+        leaseMs: cfg.sync.leaseMs,
+        reconcile: { intervalMs: cfg.sync.reconcileIntervalMs },
+      });
     },
     syncOne: async (state, signal) => {
       const outcome = await syncAccount(
@@ -109,6 +119,7 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
           }),
           nextSync: { intervalMs: cfg.sync.intervalMs },
           maxPages: cfg.sync.maxPages,
+          ...(cfg.sync.discover ? { discover: { maxAccounts: cfg.sync.discoverMaxAccounts } } : {}),
         },
         state,
       ).catch((err: unknown) => {
@@ -121,6 +132,7 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
       if (outcome.result === 'changed') totals.changed++;
       if (outcome.result === 'failed') totals.failed++;
       metrics.observeAccount(outcome);
+      reportExtras(outcome);
       log.debug(
         {
           account: state.accountId,
@@ -222,7 +234,14 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
   summaryTimer.unref();
 
   log.info(
-    { replicaId, admin: admin.url, rateLimit: cfg.tim.rateLimitPerSecond, concurrency: cfg.sync.concurrency },
+    {
+      replicaId,
+      admin: admin.url,
+      rateLimit: cfg.tim.rateLimitPerSecond,
+      concurrency: cfg.sync.concurrency,
+      reconcileIntervalMs: cfg.sync.reconcileIntervalMs,
+      discover: cfg.sync.discover,
+    },
     'daemon started',
   );
   const budgetRun = budget.run(background.signal);

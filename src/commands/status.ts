@@ -32,6 +32,19 @@ export async function statusCommand(ctx: CommandContext, db: Kysely<Database>): 
     FROM tim.accounts`.execute(db);
   const p = pending.rows[0]!;
   ctx.out(`pending: ${p.resync} resync request(s), ${p.never} never synced; syncing now: ${p.leased}`);
+  const rec = await sql<{ overdue: string; oldest: number | null; scheduled: string; discovered: string }>`
+    SELECT count(*) FILTER (WHERE reconcile_due_at <= now() AND status NOT IN ('disabled', 'missing')) AS overdue,
+           extract(epoch FROM now() - min(reconcile_due_at) FILTER (
+             WHERE reconcile_due_at <= now() AND reconcile_due_at > '-infinity' AND status NOT IN ('disabled', 'missing')))::float8 AS oldest,
+           count(reconcile_due_at) AS scheduled,
+           count(*) FILTER (WHERE source = 'discovered') AS discovered
+    FROM tim.accounts`.execute(db);
+  const r = rec.rows[0]!;
+  ctx.out(
+    `reconcile backlog: ${r.overdue} account(s) overdue for a full read` +
+      `${r.oldest === null ? '' : ` (oldest by ${Math.round(Number(r.oldest))}s)`}; ${r.scheduled} scheduled`,
+  );
+  ctx.out(`discovered accounts: ${r.discovered}`);
   const replicas = await sql<{ replica_id: string; calls_per_second: number; age: number }>`
     SELECT replica_id, calls_per_second, extract(epoch FROM now() - heartbeat_at)::float8 AS age
     FROM tim.replicas WHERE expires_at > now() ORDER BY replica_id`.execute(db);

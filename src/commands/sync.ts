@@ -11,6 +11,7 @@ import { heartbeat, leaveReplicas } from '../db/replicas.js';
 import type { Database } from '../db/schema.js';
 import { ReplicaBudget } from '../sync/budget.js';
 import { sleep } from '../sync/limiter.js';
+import { createOutcomeReporter, type OutcomeReporterOptions } from '../sync/outcome-report.js';
 import { type PassDeps, type PassSummary, runPass } from '../sync/pass.js';
 import { TimError } from '../tim/errors.js';
 import { type CommandContext, EXIT } from './context.js';
@@ -28,9 +29,15 @@ export function formatSummary(s: PassSummary): string {
 }
 
 /** Logs progress every `everyMs` while a pass runs. */
-export function progressLogger(ctx: CommandContext, everyMs = 5_000): PassDeps['onAccount'] {
+export function progressLogger(
+  ctx: CommandContext,
+  everyMs = 5_000,
+  report: OutcomeReporterOptions = {},
+): PassDeps['onAccount'] {
   let last = performance.now();
+  const reportExtras = createOutcomeReporter(ctx.log, report);
   return (outcome, p) => {
+    reportExtras(outcome);
     if (outcome.result === 'failed' || outcome.result === 'missing') {
       ctx.log.warn(
         { account: outcome.accountId, result: outcome.result },
@@ -112,8 +119,13 @@ export async function syncCommand(
       {
         ...deps,
         signal: ctx.signal,
-        onAccount: progressLogger(ctx),
-        claim: (id) => claimAccount(db, id, { owner, leaseMs: cfg.sync.leaseMs }),
+        onAccount: progressLogger(ctx, 5_000, { discoverMaxAccounts: cfg.sync.discoverMaxAccounts }),
+        claim: (id) =>
+          claimAccount(db, id, {
+            owner,
+            leaseMs: cfg.sync.leaseMs,
+            reconcile: { intervalMs: cfg.sync.reconcileIntervalMs },
+          }),
       },
       accounts,
     );

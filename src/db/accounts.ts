@@ -11,6 +11,11 @@ export interface AccountSyncState {
   standardSequence: number | null;
   customSequence: number | null;
   status: AccountStatus;
+  /**
+   * The claim found the account due for reconciliation: pull with no sequences (every page, as
+   * `resync --full` does) on top of the stored ones, so the apply repairs whatever they missed.
+   */
+  reconcile?: boolean;
 }
 
 /** Rows per INSERT when adding many accounts: keeps one statement's parameters and memory bounded. */
@@ -126,14 +131,27 @@ export async function unknownAccountIds(db: Kysely<Database>, ids: readonly stri
  * The bookkeeping every finished attempt writes (success or failure): the lease is released, and
  * the account is due at `nextSyncAt` with regular priority, unless a resync was requested while
  * it was being synced, in which case it is due again at once.
+ *
+ * Reconciliation (see `claimDueAccounts`): a successful attempt makes the reconcile time its claim
+ * proposed the account's `reconcile_due_at`, and brings `next_sync_at` forward to it when it comes
+ * first, so the account is claimed for its reconcile on time through the usual `next_sync_at`
+ * index. A failed attempt drops the proposal: the reconcile stays due, and the backoff decides
+ * when it is tried again (pulling a failing account in to a past reconcile time would spin it).
  */
-export function afterSync(nextSyncAt: RawBuilder<Date>) {
+export function afterSync(nextSyncAt: RawBuilder<Date>, attempt: 'succeeded' | 'failed' = 'succeeded') {
+  const reconcileAt = sql<Date>`coalesce(reconcile_next_at, reconcile_due_at)`;
+  const next =
+    attempt === 'failed'
+      ? nextSyncAt
+      : sql<Date>`LEAST(${nextSyncAt}, CASE WHEN ${reconcileAt} IS NOT NULL THEN GREATEST(${reconcileAt}, now()) END)`;
   return {
-    next_sync_at: sql<Date>`CASE WHEN resync_requested_at > leased_at THEN '-infinity'::timestamptz ELSE ${nextSyncAt} END`,
+    next_sync_at: sql<Date>`CASE WHEN resync_requested_at > leased_at THEN '-infinity'::timestamptz ELSE ${next} END`,
     priority: sql<number>`CASE WHEN resync_requested_at > leased_at THEN 0 ELSE 2 END`,
     lease_owner: null,
     leased_at: null,
     lease_expires_at: null,
+    ...(attempt === 'failed' ? {} : { reconcile_due_at: reconcileAt }),
+    reconcile_next_at: null,
   };
 }
 
@@ -166,7 +184,7 @@ export async function recordFailure(
       last_error: opts.error.slice(0, 1000),
       last_attempt_at: sql`now()`,
       failures: eb('failures', '+', 1),
-      ...afterSync(sql<Date>`now() + ${delayMs} * interval '1 millisecond'`),
+      ...afterSync(sql<Date>`now() + ${delayMs} * interval '1 millisecond'`, 'failed'),
     }))
     .where('account_id', '=', accountId)
     .execute();
@@ -209,6 +227,9 @@ export async function requestResync(
       next_sync_at: sql`CASE WHEN lease_expires_at > now() THEN next_sync_at ELSE '-infinity'::timestamptz END`,
       status: sql`CASE WHEN status = 'missing' THEN 'pending' ELSE status END`,
       ...(opts.full ? { standard_sequence: null, custom_sequence: null } : {}),
+      // A full read is a reconcile. After one of everyone, the next reconciles are spread over the
+      // interval again (NULL: the next claim picks a random time), instead of all coming due together.
+      ...(opts.full && 'all' in req ? { reconcile_due_at: null } : {}),
     })
     .$if('ids' in req, (q) =>
       q.where('account_id', '=', sql<string>`ANY(${'ids' in req ? [...req.ids] : []}::text[])`),

@@ -19,6 +19,16 @@ export interface ClaimOptions {
   limit: number;
   /** How long the claim holds if the owner never finishes. Must exceed the longest sync. */
   leaseMs: number;
+  /** Periodic full reads (`SYNC_RECONCILE_INTERVAL`); absent or 0 ms: off. */
+  reconcile?: ReconcileSchedule;
+}
+
+/** How often every account is read in full, whatever its sequences say. */
+export interface ReconcileSchedule {
+  /** At most this long between two full reads of an account; 0 turns reconciliation off. */
+  intervalMs: number;
+  /** The next full read comes after interval × (1 − up to this fraction). Default 0.1. */
+  jitter?: number;
 }
 
 type Row = {
@@ -26,6 +36,7 @@ type Row = {
   standard_sequence: number | null;
   custom_sequence: number | null;
   status: string;
+  reconcile: boolean | null;
 };
 
 function toState(r: Row): AccountSyncState {
@@ -34,6 +45,47 @@ function toState(r: Row): AccountSyncState {
     standardSequence: r.standard_sequence,
     customSequence: r.custom_sequence,
     status: r.status as AccountSyncState['status'],
+    ...(r.reconcile === true ? { reconcile: true } : {}),
+  };
+}
+
+/**
+ * The earliest a first reconcile comes, as a share of the interval. Most first syncs are full reads
+ * already, so reading an account in full again minutes later would be a wasted call; from a tenth
+ * of the interval on, the first reconciles are still spread evenly (each tenth holds 1/9 of them).
+ */
+const FIRST_RECONCILE_FLOOR = 0.1;
+
+/**
+ * What a claim sets for reconciliation, and (in RETURNING) whether this sync is one.
+ *
+ * A reconcile is due when `reconcile_due_at` has passed. The claim proposes the next one in
+ * `reconcile_next_at`; `afterSync` makes it current only if the sync succeeds:
+ * - never scheduled (a new or imported account, or the feature just turned on), or scheduled
+ *   further out than one interval (the interval was shortened): a uniformly random moment between
+ *   a tenth of the interval and the whole interval from now, so a million accounts imported at once
+ *   reconcile evenly over the interval;
+ * - after a full read of a scheduled account (a due reconcile, `resync --full`): interval × (1 − jitter·U),
+ *   never later than one interval after this read;
+ * - otherwise nothing: an incremental sync leaves the reconcile clock alone.
+ * Off: the columns are cleared, so no stale time pulls `next_sync_at` in.
+ */
+function reconcileSet(r: ReconcileSchedule | undefined) {
+  if (!r || r.intervalMs <= 0) {
+    return { set: sql`reconcile_due_at = NULL, reconcile_next_at = NULL`, flag: sql`false` };
+  }
+  const interval = sql`(${r.intervalMs}::float8 * interval '1 millisecond')`;
+  const jitter = r.jitter ?? 0.1;
+  return {
+    set: sql`
+      reconcile_due_at = CASE WHEN a.reconcile_due_at > now() + ${interval} THEN NULL ELSE a.reconcile_due_at END,
+      reconcile_next_at = CASE
+        WHEN a.reconcile_due_at IS NULL OR a.reconcile_due_at > now() + ${interval}
+          THEN now() + (${FIRST_RECONCILE_FLOOR}::float8 + (1 - ${FIRST_RECONCILE_FLOOR}::float8) * random()) * ${interval}
+        WHEN a.reconcile_due_at <= now() OR a.standard_sequence IS NULL OR a.custom_sequence IS NULL
+          THEN now() + (1 - ${jitter}::float8 * random()) * ${interval}
+        END`,
+    flag: sql`a.reconcile_due_at <= now()`,
   };
 }
 
@@ -50,6 +102,7 @@ export async function claimDueAccounts(
   opts: ClaimOptions,
 ): Promise<AccountSyncState[]> {
   if (opts.limit <= 0) return [];
+  const reconcile = reconcileSet(opts.reconcile);
   const res = await sql<Row>`
     WITH due AS (
       SELECT c.account_id
@@ -66,9 +119,12 @@ export async function claimDueAccounts(
     UPDATE tim.accounts a
     SET lease_owner = ${opts.owner}, leased_at = now(),
         lease_expires_at = now() + ${opts.leaseMs}::float8 * interval '1 millisecond',
-        next_sync_at = now() + ${opts.leaseMs}::float8 * interval '1 millisecond'
+        next_sync_at = now() + ${opts.leaseMs}::float8 * interval '1 millisecond',
+        ${reconcile.set}
     FROM due WHERE a.account_id = due.account_id
-    RETURNING a.account_id, a.standard_sequence, a.custom_sequence, a.status`.execute(db);
+    RETURNING a.account_id, a.standard_sequence, a.custom_sequence, a.status, ${reconcile.flag} AS reconcile`.execute(
+    db,
+  );
   return res.rows.map(toState);
 }
 
@@ -83,12 +139,16 @@ export async function claimAccount(
   accountId: string,
   opts: Omit<ClaimOptions, 'limit'>,
 ): Promise<AccountSyncState | 'busy' | 'gone'> {
+  const reconcile = reconcileSet(opts.reconcile);
   const res = await sql<Row>`
     UPDATE tim.accounts a
     SET lease_owner = ${opts.owner}, leased_at = now(),
-        lease_expires_at = now() + ${opts.leaseMs}::float8 * interval '1 millisecond'
+        lease_expires_at = now() + ${opts.leaseMs}::float8 * interval '1 millisecond',
+        ${reconcile.set}
     WHERE a.account_id = ${accountId} AND (a.lease_expires_at IS NULL OR a.lease_expires_at <= now())
-    RETURNING a.account_id, a.standard_sequence, a.custom_sequence, a.status`.execute(db);
+    RETURNING a.account_id, a.standard_sequence, a.custom_sequence, a.status, ${reconcile.flag} AS reconcile`.execute(
+    db,
+  );
   const row = res.rows[0];
   if (row) return toState(row);
   const exists = await db
@@ -111,7 +171,13 @@ export async function releaseLeases(
 ): Promise<number> {
   const res = await db
     .updateTable('tim.accounts')
-    .set({ lease_owner: null, leased_at: null, lease_expires_at: null, next_sync_at: sql`now()` })
+    .set({
+      lease_owner: null,
+      leased_at: null,
+      lease_expires_at: null,
+      next_sync_at: sql`now()`,
+      reconcile_next_at: null,
+    })
     .where('lease_owner', '=', owner)
     .$if(accountIds !== undefined, (q) =>
       q.where('account_id', '=', sql<string>`ANY(${[...(accountIds ?? [])]}::text[])`),

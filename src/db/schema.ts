@@ -31,6 +31,19 @@ export interface AccountsTable {
   lease_owner: string | null;
   leased_at: Timestamp | null;
   lease_expires_at: Timestamp | null;
+  /** Next full read (reconciliation); null until the scheduler first claims the account. */
+  reconcile_due_at: Timestamp | null;
+  /** The reconcile time a claim proposed; becomes `reconcile_due_at` when that sync succeeds. */
+  reconcile_next_at: Timestamp | null;
+  /** `listed` by an operator, or `discovered` as a friend of `discovered_from`. */
+  source: Generated<'listed' | 'discovered'>;
+  discovered_from: string | null;
+}
+
+/** One row: how many rows `tim.accounts` has, kept exact by triggers. */
+export interface AccountTotalsTable {
+  one: Generated<boolean>;
+  total: number;
 }
 
 export interface ReplicasTable {
@@ -72,4 +85,5 @@ export interface Database {
   'tim.friends': FriendsTable;
   'tim.friend_tags': FriendTagsTable;
   'tim.replicas': ReplicasTable;
+  'tim.account_totals': AccountTotalsTable;
 }

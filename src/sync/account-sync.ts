@@ -4,11 +4,14 @@
  * as they were, so the next attempt simply starts over.
  */
 import type { Kysely } from 'kysely';
+import { accountIdProblem } from '../account-id.js';
 import { type AccountSyncState, recordFailure } from '../db/accounts.js';
+import { type DiscoveryResult, discoverAccounts } from '../db/discovery.js';
 import { applySnapshot, type NextSync, recordUnchanged, SnapshotConflictError } from '../db/friends.js';
 import type { Database } from '../db/schema.js';
 import { TimApiError, TimError } from '../tim/errors.js';
 import { type FriendGetCall, pullFriends } from '../tim/friend-pull.js';
+import { type Drift, driftOf } from './reconcile.js';
 import { snapshotFromPull } from './snapshot.js';
 
 /** What syncing one account did. */
@@ -21,6 +24,23 @@ export interface AccountSyncOutcome {
   tagsWritten: number;
   durationMs: number;
   error?: Error;
+  /** The account was synced as a due reconciliation (a full read). */
+  reconciled?: boolean;
+  /**
+   * A full read on top of stored sequences changed rows those sequences said were unchanged: the
+   * sequences missed a change, and these rows were repaired.
+   */
+  drift?: Drift;
+  /** What discovery did with this account's friend list (only when `discover` is on and it was read). */
+  discovery?: DiscoveryResult;
+  /** Discovery failed; the sync itself succeeded and is kept. */
+  discoveryError?: Error;
+}
+
+/** Discovery settings (`SYNC_DISCOVER`, `SYNC_DISCOVER_MAX_ACCOUNTS`). */
+export interface DiscoverOptions {
+  /** Stop adding once `tim.accounts` holds this many rows. */
+  maxAccounts: number;
 }
 
 /** Dependencies and knobs of {@link syncAccount}. */
@@ -36,7 +56,12 @@ export interface AccountSyncDeps {
   nextSync?: NextSync;
   /** How long a missing account is left alone before it is checked again. Default 24 h. */
   missingRecheckMs?: number;
+  /** Add friends seen to `tim.accounts` (discovery); absent: off. */
+  discover?: DiscoverOptions;
 }
+
+/** What a pull sends to read everything: no sequences. */
+const FULL_READ = { standardSequence: null, customSequence: null } as const;
 
 /** Conflicts are retried this many times with fresh state before the account fails this round. */
 const MAX_CONFLICT_RETRIES = 2;
@@ -60,8 +85,13 @@ export async function syncAccount(
     durationMs: 0,
   };
   let base = { standardSequence: state.standardSequence, customSequence: state.customSequence };
-  // `ask` is what we send; it differs from `base` only after drift, when we ask for everything.
-  let ask = base;
+  // `ask` is what we send; it differs from `base` for a reconcile and after drift, when we ask for
+  // everything (still applied on top of `base`, so a concurrent writer is still noticed).
+  let ask: { standardSequence: number | null; customSequence: number | null } = state.reconcile
+    ? FULL_READ
+    : base;
+  if (state.reconcile) outcome.reconciled = true;
+  let friendIds: string[] | undefined;
   try {
     for (let attempt = 0; ; attempt++) {
       const pull = await pullFriends(deps.call, {
@@ -86,14 +116,16 @@ export async function syncAccount(
           }
           outcome.result = 'unchanged';
         } else {
-          const applied = await applySnapshot(
-            deps.db,
-            snapshotFromPull(state.accountId, base, pull),
-            deps.nextSync,
-          );
+          const snapshot = snapshotFromPull(state.accountId, base, pull);
+          const applied = await applySnapshot(deps.db, snapshot, deps.nextSync);
           outcome.friendsWritten = applied.friendsUpserted + applied.friendsDeleted;
           outcome.tagsWritten = applied.tagsUpserted + applied.tagsDeleted;
           outcome.result = 'changed';
+          if (ask.standardSequence === null && ask.customSequence === null) {
+            const drift = driftOf(base, pull, outcome);
+            if (drift) outcome.drift = drift;
+          }
+          friendIds = snapshot.standard?.friends.map((f) => f.friendId);
         }
         break;
       } catch (err) {
@@ -106,7 +138,7 @@ export async function syncAccount(
         }
         if (err.reason === 'drift') {
           // The mirror lacks friends the source has: re-read everything, still on top of `base`.
-          ask = { standardSequence: null, customSequence: null };
+          ask = FULL_READ;
         } else {
           const fresh = await deps.db
             .selectFrom('tim.accounts')
@@ -114,7 +146,7 @@ export async function syncAccount(
             .where('account_id', '=', state.accountId)
             .executeTakeFirstOrThrow();
           base = { standardSequence: fresh.standard_sequence, customSequence: fresh.custom_sequence };
-          ask = base;
+          ask = state.reconcile || ask === FULL_READ ? FULL_READ : base;
         }
       }
     }
@@ -136,7 +168,37 @@ export async function syncAccount(
   } finally {
     outcome.durationMs = performance.now() - started;
   }
+  if (deps.discover && friendIds && friendIds.length > 0) {
+    await discover(deps, state.accountId, friendIds, outcome);
+  }
   return outcome;
+}
+
+/** The friend ids that can become accounts: valid account ids (see account-id.ts), not the account itself. */
+export function discoverableIds(accountId: string, friendIds: readonly string[]): string[] {
+  return friendIds.filter((id) => id !== accountId && accountIdProblem(id) === undefined);
+}
+
+/**
+ * Adds the friends of a committed pull as accounts. After the apply, outside its transaction: a
+ * failure here loses no mirrored data, so it is reported on the outcome and the sync stands.
+ * Ids Tencent could not hold as accounts are skipped.
+ */
+async function discover(
+  deps: AccountSyncDeps,
+  accountId: string,
+  friendIds: string[],
+  outcome: AccountSyncOutcome,
+): Promise<void> {
+  const valid = discoverableIds(accountId, friendIds);
+  const started = performance.now();
+  try {
+    outcome.discovery = await discoverAccounts(deps.db, accountId, valid, deps.discover!.maxAccounts);
+  } catch (err) {
+    outcome.discoveryError = err instanceof Error ? err : new Error(String(err));
+  } finally {
+    outcome.durationMs += performance.now() - started;
+  }
 }
 
 /** Errors that are not about one account and must stop every call. */

@@ -10,7 +10,7 @@ import type { Database } from '../db/schema.js';
 import { TimError } from '../tim/errors.js';
 import type { FriendGetPage, FriendGetRequest } from '../tim/friend-get.js';
 import type { FriendGetCall } from '../tim/friend-pull.js';
-import { type AccountSyncOutcome, mustStopPass, syncAccount } from './account-sync.js';
+import { type AccountSyncOutcome, type DiscoverOptions, mustStopPass, syncAccount } from './account-sync.js';
 import type { CallLimiter } from './limiter.js';
 import { type RetryOptions, withRetries } from './retry.js';
 
@@ -29,6 +29,8 @@ export interface PassDeps {
   retry?: Omit<RetryOptions, 'signal'>;
   nextSync?: NextSync;
   maxPages?: number;
+  /** Add friends seen to `tim.accounts` (`SYNC_DISCOVER`); absent: off. */
+  discover?: DiscoverOptions;
   signal?: AbortSignal;
   /**
    * Claims an account just before it is synced (a lease, so a running daemon does not sync it at
@@ -140,7 +142,13 @@ export async function runPass(deps: PassDeps, accounts: readonly AccountSyncStat
             return;
           }
           const outcome = await syncAccount(
-            { db: deps.db, call, nextSync: deps.nextSync, maxPages: deps.maxPages },
+            {
+              db: deps.db,
+              call,
+              nextSync: deps.nextSync,
+              maxPages: deps.maxPages,
+              ...(deps.discover ? { discover: deps.discover } : {}),
+            },
             claimed,
           );
           progress.done++;

@@ -1,0 +1,203 @@
+/**
+ * Discovery (SYNC_DISCOVER): a seed of 3 accounts grows into a simulated app's whole friend graph of
+ * 50 accounts, the mirror equals the simulator for all of them, the cap stops the table at exactly
+ * N accounts, and with the default configuration nothing is discovered.
+ */
+import { Writable } from 'node:stream';
+import { sql } from 'kysely';
+import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { passDepsFrom } from '../src/app.js';
+import { loadSyncConfig, loadTimConfig } from '../src/config.js';
+import { addAccounts, removeAccounts, selectAccounts } from '../src/db/accounts.js';
+import { accountTotal, discoverAccounts } from '../src/db/discovery.js';
+import { createLogger } from '../src/log.js';
+import { createMetrics } from '../src/metrics.js';
+import { FriendStore } from '../src/simulator/index.js';
+import { discoverableIds } from '../src/sync/account-sync.js';
+import { createOutcomeReporter } from '../src/sync/outcome-report.js';
+import { runPass } from '../src/sync/pass.js';
+import { type MirrorFixture, mirrorFixture, SDK_APP_ID, SECRET } from './fixtures/mirror.js';
+
+const GRAPH = 50;
+const SEEDS = ['d_00', 'd_01', 'd_02'];
+
+/** 50 accounts in a binary tree of mutual friendships (d_i ↔ d_2i+1, d_2i+2): all reachable from d_00. */
+function graphApp(): FriendStore {
+  const store = new FriendStore();
+  const id = (i: number) => `d_${String(i).padStart(2, '0')}`;
+  for (let i = 0; i < GRAPH; i++) store.addAccount(id(i));
+  for (let i = 0; i < GRAPH; i++) {
+    for (const c of [2 * i + 1, 2 * i + 2]) {
+      if (c >= GRAPH) continue;
+      const tags = (n: number) => ({
+        standard: { Tag_SNS_IM_Remark: `friend ${n}`, Tag_SNS_IM_AddTime: 1_650_000_000 + n },
+        custom: (n % 3 === 0 ? { Tag_SNS_Custom_Level: `L${n}` } : {}) as Record<string, string>,
+      });
+      store.addFriend(id(i), id(c), tags(c));
+      store.addFriend(id(c), id(i), tags(i));
+    }
+  }
+  return store;
+}
+
+async function accountCount(f: MirrorFixture): Promise<number> {
+  const r = await sql<{ n: number }>`SELECT count(*)::int AS n FROM tim.accounts`.execute(f.db);
+  return r.rows[0]!.n;
+}
+
+/** Passes over every active account until a pass adds none. */
+async function passesUntilStable(
+  f: MirrorFixture,
+  opts: Parameters<MirrorFixture['syncAll']>[0],
+): Promise<number> {
+  for (let pass = 1; pass <= 20; pass++) {
+    const before = await accountCount(f);
+    const s = await f.syncAll(opts);
+    expect(s.failed).toBe(0);
+    if ((await accountCount(f)) === before) return pass;
+  }
+  throw new Error('discovery did not settle in 20 passes');
+}
+
+function captureLogs() {
+  const lines: { level: number; msg: string; [k: string]: unknown }[] = [];
+  const log = createLogger(
+    'info',
+    new Writable({
+      write(chunk, _enc, done) {
+        lines.push(JSON.parse(String(chunk)));
+        done();
+      },
+    }),
+  );
+  return { log, lines };
+}
+
+/**
+ * A fresh database per describe with the graph app and the 3 seeds listed (none synced yet).
+ * Returns a getter, since the fixture exists only once beforeAll has run.
+ */
+function seededGraph(label: string): () => MirrorFixture {
+  let f: MirrorFixture | undefined;
+  beforeAll(async () => {
+    f = await mirrorFixture(label, { store: graphApp(), pageSize: 2 });
+    await addAccounts(f.db, SEEDS);
+  });
+  afterAll(async () => {
+    await f?.close();
+  });
+  return () => f!;
+}
+
+describe('discovery', () => {
+  const fixture = seededGraph('discovery');
+
+  it('grows 3 seeds into the whole graph of 50, and the mirror equals the simulator for all', async () => {
+    const f = fixture();
+    const metrics = createMetrics();
+    const passes = await passesUntilStable(f, {
+      discover: { maxAccounts: 1_000_000 },
+      onAccount: (o) => metrics.observeAccount(o),
+    });
+    expect(passes).toBeGreaterThan(2);
+    expect(await accountCount(f)).toBe(GRAPH);
+    // One more pass syncs the last ones discovered; then every account equals the source.
+    await f.syncAll({ discover: { maxAccounts: 1_000_000 } });
+    expect(await f.diffAll()).toEqual([]);
+    expect(await f.sequenceMismatches()).toEqual([]);
+    const bySource = await sql<{ source: string; n: number; from_known: number }>`
+      SELECT source, count(*)::int AS n,
+             count(*) FILTER (WHERE discovered_from IN (SELECT account_id FROM tim.accounts))::int AS from_known
+      FROM tim.accounts GROUP BY 1 ORDER BY 1`.execute(f.db);
+    expect(bySource.rows).toEqual([
+      { source: 'discovered', n: GRAPH - 3, from_known: GRAPH - 3 },
+      { source: 'listed', n: 3, from_known: 0 },
+    ]);
+    expect((await metrics.render()).body).toMatch(/^tim_mirror_discovered_accounts_total 47$/m);
+    expect(await accountTotal(f.db)).toBe(GRAPH);
+  });
+});
+
+describe('discovery off', () => {
+  const fixture = seededGraph('discovery_off');
+
+  it('is off by default: a pass with the default configuration adds nothing', async () => {
+    const f = fixture();
+    const env = { TIM_SDKAPPID: String(SDK_APP_ID), TIM_SECRET_KEY: SECRET, TIM_BASE_URL: f.baseUrl };
+    const syncCfg = loadSyncConfig(env);
+    expect(syncCfg.discover).toBe(false);
+    const deps = passDepsFrom(f.db, f.client, loadTimConfig(env), syncCfg, captureLogs().log);
+    try {
+      const s = await runPass(deps, await selectAccounts(f.db, { kind: 'all' }));
+      expect(s.done).toBe(3);
+      expect(s.failed).toBe(0);
+    } finally {
+      await deps.limiter.stop();
+    }
+    expect(await accountCount(f)).toBe(3);
+  });
+});
+
+describe('discovery cap', () => {
+  const fixture = seededGraph('discovery_cap');
+
+  it('stops at exactly SYNC_DISCOVER_MAX_ACCOUNTS, warns once and counts what it left out', async () => {
+    const f = fixture();
+    const { log, lines } = captureLogs();
+    const report = createOutcomeReporter(log, { discoverMaxAccounts: 20 });
+    const metrics = createMetrics();
+    await passesUntilStable(f, {
+      discover: { maxAccounts: 20 },
+      concurrency: 8,
+      onAccount: (o) => {
+        metrics.observeAccount(o);
+        report(o);
+      },
+    });
+    expect(await accountCount(f)).toBe(20);
+    expect(await accountTotal(f.db)).toBe(20);
+    const capWarnings = lines.filter((l) => l.level === 40 && l.msg.startsWith('discovery stopped'));
+    expect(capWarnings).toHaveLength(1);
+    const capped = /^tim_mirror_discovery_capped_total (\d+)$/m.exec((await metrics.render()).body);
+    expect(Number(capped?.[1])).toBeGreaterThan(0);
+    // Whatever was added is mirrored exactly.
+    await f.syncAll({ discover: { maxAccounts: 20 } });
+    expect(await accountCount(f)).toBe(20);
+    expect(await f.diffAll()).toEqual([]);
+  });
+
+  it('keeps the counter exact through adds, removes and truncation, and finds room again', async () => {
+    const f = fixture();
+    await removeAccounts(f.db, ['d_49', 'd_48', 'nope']);
+    const present = await accountCount(f);
+    expect(await accountTotal(f.db)).toBe(present);
+    const r = await discoverAccounts(f.db, 'd_00', ['new_a', 'new_b', 'new_c', 'd_00', 'new_a'], present + 2);
+    expect(r).toEqual({ candidates: 3, added: 2, capped: 1 });
+    expect(await accountCount(f)).toBe(present + 2);
+    expect(await accountTotal(f.db)).toBe(present + 2);
+    const again = await discoverAccounts(f.db, 'd_00', ['new_a', 'new_b'], present + 2);
+    expect(again).toEqual({ candidates: 0, added: 0, capped: 0 });
+    // Many replicas discovering at once near the cap: the counter row lock keeps the total exact.
+    const cap = present + 12;
+    const results = await Promise.all(
+      Array.from({ length: 16 }, (_, k) =>
+        discoverAccounts(f.db, 'd_00', [`race_${k}_a`, `race_${k}_b`, `race_${k}_c`], cap),
+      ),
+    );
+    expect(results.reduce((sum, r) => sum + r.added, 0)).toBe(10);
+    expect(await accountCount(f)).toBe(cap);
+    expect(await accountTotal(f.db)).toBe(cap);
+    await sql`TRUNCATE tim.accounts CASCADE`.execute(f.db);
+    expect(await accountTotal(f.db)).toBe(0);
+  });
+});
+
+describe('discoverableIds', () => {
+  it('skips ids that cannot be accounts, and the account itself', () => {
+    const long = 'x'.repeat(33);
+    expect(discoverableIds('me', ['me', 'ok', '', long, 'nul\u0000id', '\uD800lone', '用户 "q"'])).toEqual([
+      'ok',
+      '用户 "q"',
+    ]);
+  });
+});
