@@ -10,6 +10,7 @@ import { openDb } from './app.js';
 import { accountsAdd, accountsImport, accountsList, accountsRemove } from './commands/accounts.js';
 import { type CommandContext, EXIT, UsageError } from './commands/context.js';
 import { runCommand } from './commands/run.js';
+import { statsCommand } from './commands/stats.js';
 import { resyncCommand, statusCommand } from './commands/status.js';
 import { syncCommand } from './commands/sync.js';
 import {
@@ -35,6 +36,7 @@ usage:
   friend-mirror run                             the daemon: sync due accounts until stopped
   friend-mirror resync [--full] (<id...>|--all) make accounts due now; --full forgets their sequences
   friend-mirror status                          account counts by state, lag, last errors
+  friend-mirror stats [--json]                  headline numbers: friends, mutual pairs, add sources, changes
   friend-mirror demo                            end to end on the built-in simulator
   friend-mirror simulate                        run the Tencent IM simulator alone
 
@@ -120,13 +122,14 @@ async function dispatch(ctx: CommandContext, argv: string[]): Promise<number> {
     case 'run':
     case 'resync':
     case 'status':
+    case 'stats':
       break;
     default:
       throw new UsageError(`unknown command ${JSON.stringify(command)}`);
   }
 
   // Parse everything before touching the database, so bad usage never half-runs.
-  const parsed = flags({ all: { type: 'boolean' }, full: { type: 'boolean' } });
+  const parsed = flags({ all: { type: 'boolean' }, full: { type: 'boolean' }, json: { type: 'boolean' } });
   const positionals = parsed.positionals;
   const all = parsed.values.all === true;
   const full = parsed.values.full === true;
@@ -163,6 +166,8 @@ async function dispatch(ctx: CommandContext, argv: string[]): Promise<number> {
         return await runCommand(ctx, db, { db: dbCfg, tim: tim!, sync: sync!, daemon: daemon! });
       case 'resync':
         return await resyncCommand(ctx, db, { full, all, ids: positionals });
+      case 'stats':
+        return await statsCommand(ctx, db, { json: parsed.values.json === true });
       default:
         return await statusCommand(ctx, db);
     }

@@ -33,7 +33,7 @@ export async function mirrorAsTags(db: Kysely<Database>, accountId: string): Pro
 }
 
 /** Canonical JSON: object keys sorted, so equal values compare equal as strings. */
-function canonical(v: unknown): string {
+export function canonical(v: unknown): string {
   if (Array.isArray(v)) return `[${v.map(canonical).join(',')}]`;
   if (v !== null && typeof v === 'object') {
     const o = v as Record<string, unknown>;

@@ -92,7 +92,13 @@ describe('first sync', () => {
       tagsUpserted: 4,
       tagsDeleted: 0,
       friendCount: 2,
+      events: 1,
     });
+    const events = await db
+      .selectFrom('tim.friend_events')
+      .select(['kind', 'changed', 'standard_sequence'])
+      .execute();
+    expect(events).toEqual([{ kind: 'baseline', changed: { friend_count: 2 }, standard_sequence: 5 }]);
     const mirrored = await readMirror(db, 'a');
     expect(mirrored.map((f) => [f.friendId, f.remark, f.tags.length])).toEqual([
       ['x', 'remark of x', 2],

@@ -6,8 +6,15 @@
  * data"), with `friend_count` equal to the rows. Between some kills the source changes and a
  * resync is requested, so kills also hit incremental and full passes. At the end a daemon runs to
  * completion, stops on SIGTERM with exit code 0, and the mirror equals the source exactly.
+ *
+ * The change history commits with the data: after every kill, replaying each account's
+ * `tim.friend_events` from its baseline gives exactly its mirror. Some kills are aimed at the worst
+ * moment for that promise: the test holds a lock on tim.friend_events, waits until an apply has
+ * written its rows and blocks on writing its events, and kills the daemon there. Events written by
+ * a transaction of their own, before or after the data's, would leave the two apart.
  */
 import { sql } from 'kysely';
+import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { addAccounts, requestResync } from '../src/db/accounts.js';
 import { migrateToLatest } from '../src/db/migrate.js';
@@ -15,6 +22,7 @@ import { createDb } from '../src/db/pool.js';
 import { generateApp, Simulator } from '../src/simulator/index.js';
 import { buildCli } from './fixtures/build.js';
 import { type DaemonProcess, spawnDaemon, waitUntil } from './fixtures/daemon-process.js';
+import { checkReplay } from './fixtures/friend-events.js';
 import { checkMirror, TruthHistory } from './fixtures/truth-history.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
 
@@ -53,6 +61,33 @@ describe('SIGKILL at random moments', () => {
       WHERE datname = current_database() AND pid <> pg_backend_pid()
         AND application_name <> ${TEST_APP_NAME}`.execute(db);
     return { all: r.rows[0]?.n_all ?? 0, applying: r.rows[0]?.n_applying ?? 0 };
+  }
+
+  /**
+   * Holds a SHARE lock on tim.friend_events (every event insert waits for it) until `release()`.
+   * Its own connection, named like the test's, so {@link daemonBackends} does not count it.
+   */
+  async function lockEvents(): Promise<{ release(): Promise<void> }> {
+    const client = new pg.Client({ connectionString: database.url, application_name: TEST_APP_NAME });
+    client.on('error', () => undefined);
+    await client.connect();
+    await client.query('BEGIN');
+    await client.query('LOCK TABLE tim.friend_events IN SHARE MODE');
+    return {
+      async release() {
+        await client.query('ROLLBACK');
+        await client.end();
+      },
+    };
+  }
+
+  /** Daemon backends waiting for the lock on tim.friend_events, i.e. applies about to write events. */
+  async function appliesBlockedOnEvents(): Promise<number> {
+    const r = await sql<{ n: number }>`
+      SELECT count(*)::int AS n FROM pg_stat_activity
+      WHERE datname = current_database() AND application_name <> ${TEST_APP_NAME}
+        AND wait_event_type = 'Lock' AND query LIKE '%friend_events%'`.execute(db);
+    return r.rows[0]?.n ?? 0;
   }
 
   /** Accounts that still have work: never committed, or not synced since the last resync request. */
@@ -114,6 +149,7 @@ describe('SIGKILL at random moments', () => {
     const started = Date.now();
     const rounds: string[] = [];
     let killsMidApply = 0;
+    let killsBeforeEvents = 0;
     let mutations = 0;
     let checkMs = 0;
 
@@ -139,7 +175,16 @@ describe('SIGKILL at random moments', () => {
       // Round 1 waits out the settle rule (5 s) of the very first replica; a few rounds kill the daemon
       // while it starts (migrations, registry); the rest kill it while it works.
       let delay: number;
-      if (round === 1) {
+      let eventsLock: { release(): Promise<void> } | undefined;
+      if (round % 4 === 0) {
+        // Kill while applies have written their rows and wait to write their events.
+        await d.adminUrl;
+        eventsLock = await lockEvents();
+        const waitStarted = Date.now();
+        while (Date.now() - waitStarted < 15_000 && (await appliesBlockedOnEvents()) === 0) await sleep(50);
+        delay = Date.now() - waitStarted;
+        if ((await appliesBlockedOnEvents()) > 0) killsBeforeEvents++;
+      } else if (round === 1) {
         await d.waitForLog(
           'a non-zero budget share',
           (j) => typeof j.rate === 'number' && j.rate > 0,
@@ -152,13 +197,15 @@ describe('SIGKILL at random moments', () => {
         await d.adminUrl;
         delay = randomBetween(KILL_AFTER_MS);
       }
-      await sleep(delay);
+      if (!eventsLock) await sleep(delay);
       expect(d.running(), `daemon of round ${round} exited early:\n${d.tail()}`).toBe(true);
       const before = await daemonBackends();
       d.child.kill('SIGKILL');
       const exit = await d.exited;
       expect(exit.signal).toBe('SIGKILL');
       if (before.applying > 0) killsMidApply++;
+      // The blocked backends go on once the lock is gone, find their client dead, and roll back.
+      await eventsLock?.release();
 
       // Once the server has dropped the dead daemon's connections nothing more can commit.
       await waitUntil(
@@ -166,15 +213,19 @@ describe('SIGKILL at random moments', () => {
         async () => (await daemonBackends()).all === 0,
         10_000,
       );
-      const checkStarted = Date.now();
+      let checkStarted = Date.now();
       const check = await checkMirror(db, history);
       checkMs += Date.now() - checkStarted;
+      checkStarted = Date.now();
       expect(check.problems, `after kill ${round} (${delay} ms)`).toEqual([]);
+      const replayed = await checkReplay(db, history);
+      checkMs += Date.now() - checkStarted;
+      expect(replayed.problems, `history after kill ${round} (${delay} ms)`).toEqual([]);
 
       const work = await accountsWithWork();
       const firstCall = sim.calls().find((c) => c.at >= spawnedAt);
       rounds.push(
-        `#${round} ${delay}ms up=${upMs} share=${shareMs} first=${firstCall ? firstCall.at - spawnedAt : -1} calls=${sim.stats().calls - callsBefore} applying=${before.applying} ` +
+        `#${round} ${eventsLock ? 'events-blocked ' : ''}${delay}ms up=${upMs} share=${shareMs} first=${firstCall ? firstCall.at - spawnedAt : -1} calls=${sim.stats().calls - callsBefore} applying=${before.applying} ` +
           `committed=${check.withSequences} atCurrent=${check.atCurrent} rows=${check.friendRows} todo=${work}`,
       );
 
@@ -218,6 +269,10 @@ describe('SIGKILL at random moments', () => {
     expect(final.withSequences).toBe(history.store.size);
     expect(final.atCurrent).toBe(history.store.size);
     expect(final.friendRows).toBe(history.store.totalFriends());
+    const finalHistory = await checkReplay(db, history);
+    expect(finalHistory.problems).toEqual([]);
+    expect(finalHistory.replayed).toBe(history.store.size);
+    expect(killsBeforeEvents).toBeGreaterThan(0);
     const dupes = await sql<{ n: number }>`
       SELECT count(*)::int AS n FROM (
         SELECT account_id, friend_id FROM tim.friends GROUP BY 1, 2 HAVING count(*) > 1) d`.execute(db);
@@ -227,6 +282,7 @@ describe('SIGKILL at random moments', () => {
     console.log(`[crash] rounds:\n  ${rounds.join('\n  ')}`);
     console.log(
       `[crash] seed ${SEED}: ${KILLS} SIGKILLs (${killsMidApply} in the middle of an apply), ` +
+        `${killsBeforeEvents} while applies waited to write their events, ${finalHistory.events} events, ` +
         `${KILLS + 1} daemon runs, ${mutations + 1} source changes + resyncs, ` +
         `${final.accounts} accounts, ${final.friendRows} friend rows and ${final.tagRows} tag rows at the end, ` +
         `${sim.stats().calls} calls; ${seconds} s in all (invariant checks ${(checkMs / 1000).toFixed(1)} s, ` +

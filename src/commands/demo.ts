@@ -1,7 +1,7 @@
 /**
  * `friend-mirror demo`: the whole path on the built-in simulator, with embedded PostgreSQL when
  * DATABASE_URL is unset. Generates an app, mirrors it, changes ~5% of it, mirrors again, proves the
- * mirror equals the source and answers three analytics questions.
+ * mirror equals the source and answers four analytics questions from the analytics views.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
@@ -202,29 +202,35 @@ async function pass(
   return summary;
 }
 
+/** A few questions analysts ask, answered from the analytics views (README, "Analytics"). */
 async function analytics(ctx: CommandContext, db: Kysely<Database>): Promise<void> {
   ctx.out('');
-  ctx.out('» analytics: the five accounts with the most friends');
+  ctx.out('» analytics: the five accounts with the most friends (tim.friend_counts)');
   const top = await sql<{ account_id: string; friend_count: number }>`
-    SELECT account_id, friend_count FROM tim.accounts ORDER BY friend_count DESC, account_id LIMIT 5`.execute(
+    SELECT account_id, friend_count FROM tim.friend_counts ORDER BY friend_count DESC, account_id LIMIT 5`.execute(
     db,
   );
   for (const r of top.rows) ctx.out(`  ${JSON.stringify(r.account_id).padEnd(24)} ${r.friend_count}`);
 
-  ctx.out('» analytics: how friendships were added (Tag_SNS_IM_AddSource)');
-  const sources = await sql<{ add_source: string | null; n: string; share: string }>`
-    SELECT add_source, count(*) AS n, round(100.0 * count(*) / sum(count(*)) OVER (), 1) AS share
-    FROM tim.friends GROUP BY add_source ORDER BY count(*) DESC LIMIT 6`.execute(db);
+  ctx.out('» analytics: how friendships were added (tim.add_sources, Tag_SNS_IM_AddSource)');
+  const sources = await sql<{ add_source: string | null; friends: string; share: string }>`
+    SELECT add_source, friends, share FROM tim.add_sources ORDER BY friends DESC LIMIT 6`.execute(db);
   for (const r of sources.rows)
-    ctx.out(`  ${String(r.add_source).padEnd(28)} ${String(r.n).padStart(8)}  ${r.share}%`);
+    ctx.out(
+      `  ${String(r.add_source).padEnd(28)} ${String(r.friends).padStart(8)}  ${(Number(r.share) * 100).toFixed(1)}%`,
+    );
 
-  ctx.out('» analytics: mutual friendships (both directions mirrored)');
-  const mutual = await sql<{ pairs: string; one_way: string }>`
-    SELECT count(*) FILTER (WHERE b.account_id IS NOT NULL) / 2 AS pairs,
-           count(*) FILTER (WHERE b.account_id IS NULL AND a.friend_id IN (SELECT account_id FROM tim.accounts)) AS one_way
-    FROM tim.friends a
-    LEFT JOIN tim.friends b ON b.account_id = a.friend_id AND b.friend_id = a.account_id`.execute(db);
-  ctx.out(
-    `  ${mutual.rows[0]?.pairs} mutual pairs; ${mutual.rows[0]?.one_way} one-way friendships between mirrored accounts`,
+  ctx.out('» analytics: mutual friendships (tim.mutual_friendships, both directions mirrored)');
+  const mutual = await sql<{ pairs: string }>`SELECT count(*) AS pairs FROM tim.mutual_friendships`.execute(
+    db,
   );
+  ctx.out(`  ${mutual.rows[0]?.pairs} mutual pairs`);
+
+  ctx.out('» analytics: changes the second pass observed (tim.daily_friend_changes, from tim.friend_events)');
+  const changes = await sql<{ day: string; added: string; removed: string; changed: string }>`
+    SELECT day::text AS day, added, removed, changed FROM tim.daily_friend_changes ORDER BY day DESC LIMIT 1`.execute(
+    db,
+  );
+  const c = changes.rows[0];
+  ctx.out(c ? `  ${c.day}: ${c.added} added, ${c.removed} removed, ${c.changed} changed` : '  none yet');
 }

@@ -7,6 +7,11 @@
  * `json_to_recordset` into typed columns, so an account costs a handful of statements whatever its
  * friend count. Upserts skip rows whose values are unchanged (`IS DISTINCT FROM`), so an incremental
  * pass rewrites nothing it need not. BENCHMARKS.md has the measurements behind these choices.
+ *
+ * The same transaction appends the change history, `tim.friend_events`: one row per friend added,
+ * removed or changed (its column and tag changes together), derived from the very statements that
+ * write the rows, so history and mirror commit or vanish together. An account's first sync records
+ * one `baseline` row instead of a row per friend.
  */
 import { type Kysely, type RawBuilder, sql, type Transaction } from 'kysely';
 import pLimit, { type LimitFunction } from 'p-limit';
@@ -108,6 +113,8 @@ export interface ApplyResult {
   tagsUpserted: number;
   tagsDeleted: number;
   friendCount: number;
+  /** Rows appended to `tim.friend_events`: one per friend added, removed or changed, or the baseline. */
+  events: number;
 }
 
 /**
@@ -168,15 +175,17 @@ function isFirstSync(snap: AccountSnapshot): boolean {
 
 /**
  * A first sync in ONE statement, and so one round trip and its own transaction: lock the account
- * row, check its sequences are still the snapshot's base and that it holds no rows, insert every
- * friend and tag, and store the sequences, or do nothing at all. A first sync writes the most rows
+ * row, check that it was never synced, that its sequences are still the snapshot's base and that it
+ * holds no rows, insert every friend and tag and the history's baseline row, and store the
+ * sequences, or do nothing at all. A first sync writes the most rows
  * of any apply, and on a busy machine each round trip of a multi-statement transaction also waits
  * for the event loop; with BEGIN, probe, insert, update and COMMIT that was five waits per account.
  *
  * The lock and the EXISTS probes follow the reasoning in {@link applyInTransaction}: the probes
  * read the statement's snapshot, and rows committed while the lock was awaited always come with
  * moved sequences, which the check (made on the locked, latest row) refuses. Returns undefined when
- * the account turned out to hold rows (a `resync --full`, say), for the general path to handle.
+ * the account was synced before or holds rows (a `resync --full`, say), for the general path,
+ * which also writes the history those need (a row per friend rather than a baseline).
  *
  * @throws SnapshotConflictError like {@link applySnapshot}
  */
@@ -199,19 +208,20 @@ async function insertFirstSync(
     found: boolean;
     standard_sequence: number | null;
     custom_sequence: number | null;
-    empty: boolean;
+    fresh: boolean;
     friends: string;
     tags: string;
   }>`
     WITH a AS (
       SELECT a.standard_sequence, a.custom_sequence,
-             NOT EXISTS (SELECT 1 FROM tim.friends f WHERE f.account_id = a.account_id)
-               AND NOT EXISTS (SELECT 1 FROM tim.friend_tags t WHERE t.account_id = a.account_id) AS empty
+             a.last_synced_at IS NULL
+               AND NOT EXISTS (SELECT 1 FROM tim.friends f WHERE f.account_id = a.account_id)
+               AND NOT EXISTS (SELECT 1 FROM tim.friend_tags t WHERE t.account_id = a.account_id) AS fresh
       FROM tim.accounts a WHERE a.account_id = ${snap.accountId}
       FOR UPDATE OF a
     ), ok AS (
       SELECT 1 FROM a
-      WHERE a.empty AND a.standard_sequence IS NULL AND a.custom_sequence IS NULL
+      WHERE a.fresh AND a.standard_sequence IS NULL AND a.custom_sequence IS NULL
     ), f AS (
       INSERT INTO tim.friends (account_id, friend_id, remark, groups, add_source, add_wording, add_time)
       SELECT ${snap.accountId}, r.* FROM (${friendRows(friends)}) AS r WHERE EXISTS (SELECT 1 FROM ok)
@@ -224,22 +234,29 @@ async function insertFirstSync(
       SELECT ${snap.accountId}, r.friend_id, r.tag, r.value, 'custom' FROM (${tagRows(snap.custom?.tags ?? [])}) AS r
       WHERE EXISTS (SELECT 1 FROM ok)
       RETURNING 1
+    ), e AS (
+      INSERT INTO tim.friend_events (account_id, kind, changed, standard_sequence, custom_sequence)
+      SELECT ${snap.accountId}, 'baseline', jsonb_build_object('friend_count', ${friends.length}::int),
+             ${snap.standardSequence}, ${snap.customSequence}
+      FROM ok
+      RETURNING 1
     ), u AS (${update})
     SELECT EXISTS (SELECT 1 FROM a) AS found, (SELECT standard_sequence FROM a) AS standard_sequence,
-           (SELECT custom_sequence FROM a) AS custom_sequence, coalesce((SELECT empty FROM a), false) AS empty,
+           (SELECT custom_sequence FROM a) AS custom_sequence, coalesce((SELECT fresh FROM a), false) AS fresh,
            (SELECT count(*) FROM f) AS friends, (SELECT count(*) FROM t) AS tags`.execute(db);
   const row = res.rows[0];
   if (!row?.found)
     throw new SnapshotConflictError('gone', `account ${JSON.stringify(snap.accountId)} was removed`);
   if (row.standard_sequence !== null || row.custom_sequence !== null)
     throw new SnapshotConflictError('stale', 'stored sequences changed while pulling');
-  if (!row.empty) return undefined;
+  if (!row.fresh) return undefined;
   return {
     friendsUpserted: Number(row.friends),
     friendsDeleted: 0,
     tagsUpserted: Number(row.tags),
     tagsDeleted: 0,
     friendCount: friends.length,
+    events: 1,
   };
 }
 
@@ -264,8 +281,9 @@ async function applyInTransaction(
       friend_count: number;
       has_friends: boolean;
       has_tags: boolean;
+      first_sync: boolean;
     }>`
-      SELECT a.standard_sequence, a.custom_sequence, a.friend_count,
+      SELECT a.standard_sequence, a.custom_sequence, a.friend_count, a.last_synced_at IS NULL AS first_sync,
              EXISTS (SELECT 1 FROM tim.friends f WHERE f.account_id = a.account_id) AS has_friends,
              EXISTS (SELECT 1 FROM tim.friend_tags t WHERE t.account_id = a.account_id) AS has_tags
       FROM tim.accounts a WHERE a.account_id = ${snap.accountId}
@@ -288,22 +306,37 @@ async function applyInTransaction(
       tagsUpserted: 0,
       tagsDeleted: 0,
       friendCount: snap.standard ? snap.standard.friends.length : current.friend_count,
+      events: 0,
     };
+    // History starts with the account's first committed sync (never synced before; `resync --full`
+    // keeps last_synced_at, so it is not a first sync): one baseline row, not a row per friend.
+    const baseline = current.first_sync;
     if (snap.custom && !snap.standard) await assertFriendsKnown(trx, snap.accountId, snap.custom.tags);
     if (!hasFriends && !hasTags) {
-      Object.assign(result, await insertAll(trx, snap));
+      Object.assign(result, await insertAll(trx, snap, baseline));
     } else {
+      // Each statement hands back its changes per friend (a json text, passed on untouched); one
+      // statement then appends them, merged per friend, so a friend whose remark and custom tag both
+      // changed is one event.
+      const changes: string[] = [];
       if (snap.standard) {
-        Object.assign(result, await replaceFriends(trx, snap.accountId, snap.standard.friends, hasFriends));
+        const f = await replaceFriends(trx, snap.accountId, snap.standard.friends, hasFriends);
+        result.friendsUpserted = f.friendsUpserted;
+        result.friendsDeleted = f.friendsDeleted;
+        if (f.events) changes.push(f.events);
         const t = await replaceTags(trx, snap.accountId, 'standard', snap.standard.tags, hasTags);
         result.tagsUpserted += t.upserted;
         result.tagsDeleted += t.deleted;
+        if (t.events) changes.push(t.events);
       }
       if (snap.custom) {
         const t = await replaceTags(trx, snap.accountId, 'custom', snap.custom.tags, hasTags);
         result.tagsUpserted += t.upserted;
         result.tagsDeleted += t.deleted;
+        if (t.events) changes.push(t.events);
       }
+      if (baseline) result.events = await recordBaseline(trx, snap, result.friendCount);
+      else if (changes.length > 0) result.events = await recordEvents(trx, snap, changes);
     }
 
     const changed =
@@ -371,30 +404,132 @@ function counts(rows: { a?: string | number; b?: string | number }[]): [number, 
   return [Number(rows[0]?.a ?? 0), Number(rows[0]?.b ?? 0)];
 }
 
+/*
+ * The history's `changed` column: {field: {"old": v, "new": v}}, a key left out where the field was
+ * absent (a NULL column, a tag not set), so a tag whose value is JSON null stays distinct from no
+ * tag. Fields are the friend columns (add_time as Unix seconds, as Tencent sends it) and tag names.
+ */
+
+/** A friend row's columns as a jsonb object; absent (NULL) columns are left out. */
+function friendJson(alias: 'c' | 'i' | 'o' | 'r') {
+  const a = sql.raw(alias);
+  return sql`jsonb_strip_nulls(jsonb_build_object('remark', ${a}.remark, 'groups', ${a}.groups,
+    'add_source', ${a}.add_source, 'add_wording', ${a}.add_wording,
+    'add_time', extract(epoch FROM ${a}.add_time)::bigint))`;
+}
+
+/** One field's change from jsonb `o` to jsonb `n`, SQL NULL meaning absent. */
+function fieldChange(o: ReturnType<typeof sql.raw>, n: ReturnType<typeof sql.raw>) {
+  return sql`(CASE WHEN ${o} IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('old', ${o}) END
+    || CASE WHEN ${n} IS NULL THEN '{}'::jsonb ELSE jsonb_build_object('new', ${n}) END)`;
+}
+
+/** The fields that differ between two {@link friendJson} objects, as {field: change}. */
+function friendChanges(oldJson: ReturnType<typeof sql>, newJson: ReturnType<typeof sql>) {
+  return sql`(SELECT coalesce(jsonb_object_agg(key, ${fieldChange(sql.raw('o.value'), sql.raw('n.value'))}), '{}'::jsonb)
+    FROM jsonb_each(${oldJson}) AS o FULL JOIN jsonb_each(${newJson}) AS n USING (key)
+    WHERE o.value IS DISTINCT FROM n.value)`;
+}
+
+/**
+ * Per-friend tag changes as the json text a replace statement hands back: `x` is a query with
+ * columns friend_id, tag, ov and nv (old and new value, jsonb, NULL = not set).
+ */
+function tagEvents(x: ReturnType<typeof sql>) {
+  return sql`(SELECT json_agg(json_build_object('f', friend_id, 'k', 'changed', 'c', c))::text
+    FROM (SELECT friend_id, jsonb_object_agg(tag, ${fieldChange(sql.raw('ov'), sql.raw('nv'))}) AS c
+          FROM (${x}) AS x GROUP BY friend_id) AS e)`;
+}
+
+/** The account's first sync: its history starts with one row holding the friend count. */
+async function recordBaseline(
+  trx: Transaction<Database>,
+  snap: AccountSnapshot,
+  friendCount: number,
+): Promise<number> {
+  await sql`
+    INSERT INTO tim.friend_events (account_id, kind, changed, standard_sequence, custom_sequence)
+    VALUES (${snap.accountId}, 'baseline', jsonb_build_object('friend_count', ${friendCount}::int),
+            ${snap.standardSequence}, ${snap.customSequence})`.execute(trx);
+  return 1;
+}
+
+/**
+ * Appends the changes the replace statements handed back, one row per friend: a friend's column
+ * and tag changes merge into one `changed` object; a friend added in this apply stays `added` with
+ * its tags in the same object; `removed` carries no fields (its tags went with it).
+ */
+async function recordEvents(
+  trx: Transaction<Database>,
+  snap: AccountSnapshot,
+  changes: string[],
+): Promise<number> {
+  const res = await sql`
+    INSERT INTO tim.friend_events (account_id, friend_id, kind, changed, standard_sequence, custom_sequence)
+    SELECT ${snap.accountId}, g.f, g.kind, CASE WHEN g.kind = 'removed' THEN NULL ELSE coalesce(g.c, '{}'::jsonb) END,
+           ${snap.standardSequence}, ${snap.customSequence}
+    FROM (
+      SELECT e.f,
+             CASE WHEN bool_or(e.k = 'removed') THEN 'removed' WHEN bool_or(e.k = 'added') THEN 'added' ELSE 'changed' END AS kind,
+             jsonb_object_agg(kv.key, kv.value) FILTER (WHERE kv.key IS NOT NULL) AS c
+      FROM unnest(${changes}::text[]) AS j(t)
+      CROSS JOIN LATERAL json_to_recordset(j.t::json) AS e(f text, k text, c jsonb)
+      LEFT JOIN LATERAL jsonb_each(e.c) AS kv ON true
+      GROUP BY e.f
+    ) AS g
+    ORDER BY g.f COLLATE "C"`.execute(trx);
+  return Number(res.numAffectedRows ?? 0);
+}
+
 /**
  * The account holds no rows yet (a first sync): there is nothing to skip, update or delete, so
  * every row of the snapshot is inserted, friends and tags in ONE statement. No foreign key checks
  * each row (migration 2026-11-25T05-00-00 says why): the tags belong to friends of the same snapshot.
+ *
+ * The history gets one row in the same statement: the baseline on a first sync, which keeps a first
+ * sync as cheap as before. An account that was synced before and has no rows now (it had no
+ * friends) gets an `added` row per friend instead, with all its fields and tags.
  */
 async function insertAll(
   trx: Transaction<Database>,
   snap: AccountSnapshot,
-): Promise<Pick<ApplyResult, 'friendsUpserted' | 'tagsUpserted'>> {
-  const res = await sql<{ a: string; b: string }>`
-    WITH f AS (
+  baseline: boolean,
+): Promise<Pick<ApplyResult, 'friendsUpserted' | 'tagsUpserted' | 'events'>> {
+  const friends = snap.standard?.friends ?? [];
+  const events = baseline
+    ? sql`INSERT INTO tim.friend_events (account_id, kind, changed, standard_sequence, custom_sequence)
+      VALUES (${snap.accountId}, 'baseline', jsonb_build_object('friend_count', ${friends.length}::int),
+              ${snap.standardSequence}, ${snap.customSequence})`
+    : sql`INSERT INTO tim.friend_events (account_id, friend_id, kind, changed, standard_sequence, custom_sequence)
+      SELECT ${snap.accountId}, r.friend_id, 'added',
+             ${friendChanges(sql`'{}'::jsonb`, friendJson('r'))} || coalesce(g.c, '{}'::jsonb),
+             ${snap.standardSequence}, ${snap.customSequence}
+      FROM fr AS r LEFT JOIN (
+        SELECT friend_id, jsonb_object_agg(tag, jsonb_build_object('new', value)) AS c FROM tg GROUP BY friend_id
+      ) AS g USING (friend_id)
+      ORDER BY r.friend_id COLLATE "C"`;
+  // Without history rows per friend the row sets are read once, inline, as before.
+  const materialized = baseline ? sql`` : sql`MATERIALIZED`;
+  const res = await sql<{ a: string; b: string; e: string }>`
+    WITH fr AS ${materialized} (${friendRows(friends)}),
+    tg AS ${materialized} (
+      SELECT r.*, 'standard' AS category FROM (${tagRows(snap.standard?.tags ?? [])}) AS r
+      UNION ALL
+      SELECT r.*, 'custom' FROM (${tagRows(snap.custom?.tags ?? [])}) AS r
+    ), f AS (
       INSERT INTO tim.friends (account_id, friend_id, remark, groups, add_source, add_wording, add_time)
-      SELECT ${snap.accountId}, r.* FROM (${friendRows(snap.standard?.friends ?? [])}) AS r
+      SELECT ${snap.accountId}, r.* FROM fr AS r
       RETURNING 1
     ), t AS (
       INSERT INTO tim.friend_tags (account_id, friend_id, tag, value, category)
-      SELECT ${snap.accountId}, r.friend_id, r.tag, r.value, 'standard' FROM (${tagRows(snap.standard?.tags ?? [])}) AS r
-      UNION ALL
-      SELECT ${snap.accountId}, r.friend_id, r.tag, r.value, 'custom' FROM (${tagRows(snap.custom?.tags ?? [])}) AS r
+      SELECT ${snap.accountId}, r.friend_id, r.tag, r.value, r.category FROM tg AS r
       RETURNING 1
-    )
-    SELECT (SELECT count(*) FROM f) AS a, (SELECT count(*) FROM t) AS b`.execute(trx);
+    ), e AS (${events} RETURNING 1)
+    SELECT (SELECT count(*) FROM f) AS a, (SELECT count(*) FROM t) AS b, (SELECT count(*) FROM e) AS e`.execute(
+    trx,
+  );
   const [friendsUpserted, tagsUpserted] = counts(res.rows);
-  return { friendsUpserted, tagsUpserted };
+  return { friendsUpserted, tagsUpserted, events: Number(res.rows[0]?.e ?? 0) };
 }
 
 /**
@@ -403,33 +538,49 @@ async function insertAll(
  * trigger at the end of the statement). One statement.
  *
  * The upsert's join drops unchanged rows first: ON CONFLICT would otherwise lock, and so dirty,
- * every unchanged row even though its WHERE skips the update. The WHERE stays as the rule.
+ * every unchanged row even though its WHERE skips the update. The WHERE stays as the rule. The
+ * rows that join keeps, with their old values beside them, are also the history's added and
+ * changed friends; the deleted rows are its removed ones.
  */
 async function replaceFriends(
   trx: Transaction<Database>,
   accountId: string,
   friends: FriendRow[],
   hasFriends: boolean,
-): Promise<{ friendsUpserted: number; friendsDeleted: number }> {
+): Promise<{ friendsUpserted: number; friendsDeleted: number; events: string | null }> {
   if (!hasFriends) {
-    const ins = await sql`
-      INSERT INTO tim.friends (account_id, friend_id, remark, groups, add_source, add_wording, add_time)
-      SELECT ${accountId}, r.* FROM (${friendRows(friends)}) AS r`.execute(trx);
-    return { friendsUpserted: Number(ins.numAffectedRows ?? 0), friendsDeleted: 0 };
+    const ins = await sql<{ a: string; e: string | null }>`
+      WITH i AS (
+        INSERT INTO tim.friends (account_id, friend_id, remark, groups, add_source, add_wording, add_time)
+        SELECT ${accountId}, r.* FROM (${friendRows(friends)}) AS r
+        RETURNING friend_id, remark, groups, add_source, add_wording, add_time
+      )
+      SELECT count(*) AS a,
+             json_agg(json_build_object('f', i.friend_id, 'k', 'added',
+                                        'c', ${friendChanges(sql`'{}'::jsonb`, friendJson('i'))}))::text AS e
+      FROM i`.execute(trx);
+    return {
+      friendsUpserted: Number(ins.rows[0]?.a ?? 0),
+      friendsDeleted: 0,
+      events: ins.rows[0]?.e ?? null,
+    };
   }
-  const res = await sql<{ a: string; b: string }>`
+  const res = await sql<{ a: string; b: string; e: string | null }>`
     WITH r AS MATERIALIZED (${friendRows(friends)}),
     d AS (
       DELETE FROM tim.friends AS f
       WHERE f.account_id = ${accountId} AND NOT EXISTS (SELECT 1 FROM r WHERE r.friend_id = f.friend_id)
-      RETURNING 1
-    ), i AS (
-      INSERT INTO tim.friends AS f (account_id, friend_id, remark, groups, add_source, add_wording, add_time)
-      SELECT ${accountId}, r.* FROM r
+      RETURNING f.friend_id
+    ), c AS MATERIALIZED (
+      SELECT r.*, o.friend_id IS NULL AS added, ${friendJson('o')} AS prev
+      FROM r
       LEFT JOIN tim.friends o ON o.account_id = ${accountId} AND o.friend_id = r.friend_id
       WHERE o.friend_id IS NULL
          OR (o.remark, o.groups, o.add_source, o.add_wording, o.add_time)
             IS DISTINCT FROM (r.remark, r.groups, r.add_source, r.add_wording, r.add_time)
+    ), i AS (
+      INSERT INTO tim.friends AS f (account_id, friend_id, remark, groups, add_source, add_wording, add_time)
+      SELECT ${accountId}, c.friend_id, c.remark, c.groups, c.add_source, c.add_wording, c.add_time FROM c
       ON CONFLICT (account_id, friend_id) DO UPDATE SET
         remark = excluded.remark, groups = excluded.groups, add_source = excluded.add_source,
         add_wording = excluded.add_wording, add_time = excluded.add_time, updated_at = now()
@@ -437,9 +588,15 @@ async function replaceFriends(
             IS DISTINCT FROM (excluded.remark, excluded.groups, excluded.add_source, excluded.add_wording, excluded.add_time)
       RETURNING 1
     )
-    SELECT (SELECT count(*) FROM i) AS a, (SELECT count(*) FROM d) AS b`.execute(trx);
+    SELECT (SELECT count(*) FROM i) AS a, (SELECT count(*) FROM d) AS b,
+           (SELECT json_agg(e)::text FROM (
+              SELECT d.friend_id AS f, 'removed' AS k, NULL::jsonb AS c FROM d
+              UNION ALL
+              SELECT c.friend_id, CASE WHEN c.added THEN 'added' ELSE 'changed' END,
+                     ${friendChanges(sql`c.prev`, friendJson('c'))}
+              FROM c) AS e) AS e`.execute(trx);
   const [friendsUpserted, friendsDeleted] = counts(res.rows);
-  return { friendsUpserted, friendsDeleted };
+  return { friendsUpserted, friendsDeleted, events: res.rows[0]?.e ?? null };
 }
 
 /**
@@ -452,36 +609,49 @@ async function replaceTags(
   category: 'standard' | 'custom',
   tags: TagRow[],
   hasTags: boolean,
-): Promise<{ upserted: number; deleted: number }> {
+): Promise<{ upserted: number; deleted: number; events: string | null }> {
   if (!hasTags) {
-    if (tags.length === 0) return { upserted: 0, deleted: 0 };
-    const ins = await sql`
-      INSERT INTO tim.friend_tags (account_id, friend_id, tag, value, category)
-      SELECT ${accountId}, r.friend_id, r.tag, r.value, ${category} FROM (${tagRows(tags)}) AS r`.execute(
+    if (tags.length === 0) return { upserted: 0, deleted: 0, events: null };
+    const ins = await sql<{ a: string; e: string | null }>`
+      WITH i AS (
+        INSERT INTO tim.friend_tags (account_id, friend_id, tag, value, category)
+        SELECT ${accountId}, r.friend_id, r.tag, r.value, ${category} FROM (${tagRows(tags)}) AS r
+        RETURNING friend_id, tag, value
+      )
+      SELECT (SELECT count(*) FROM i) AS a,
+             ${tagEvents(sql`SELECT friend_id, tag, NULL::jsonb AS ov, value AS nv FROM i`)} AS e`.execute(
       trx,
     );
-    return { upserted: Number(ins.numAffectedRows ?? 0), deleted: 0 };
+    return { upserted: Number(ins.rows[0]?.a ?? 0), deleted: 0, events: ins.rows[0]?.e ?? null };
   }
-  const res = await sql<{ a: string; b: string }>`
+  const res = await sql<{ a: string; b: string; e: string | null }>`
     WITH r AS MATERIALIZED (${tagRows(tags)}),
     d AS (
       DELETE FROM tim.friend_tags AS t
       WHERE t.account_id = ${accountId} AND t.category = ${category}
         AND NOT EXISTS (SELECT 1 FROM r WHERE r.friend_id = t.friend_id AND r.tag = t.tag)
-      RETURNING 1
-    ), i AS (
-      INSERT INTO tim.friend_tags AS t (account_id, friend_id, tag, value, category)
-      SELECT ${accountId}, r.friend_id, r.tag, r.value, ${category} FROM r
+      RETURNING t.friend_id, t.tag, t.value
+    ), c AS MATERIALIZED (
+      SELECT r.friend_id, r.tag, r.value, o.value AS ov
+      FROM r
       LEFT JOIN tim.friend_tags o ON o.account_id = ${accountId} AND o.friend_id = r.friend_id AND o.tag = r.tag
       WHERE o.tag IS NULL OR (o.value, o.category) IS DISTINCT FROM (r.value, ${category}::text)
+    ), i AS (
+      INSERT INTO tim.friend_tags AS t (account_id, friend_id, tag, value, category)
+      SELECT ${accountId}, c.friend_id, c.tag, c.value, ${category} FROM c
       ON CONFLICT (account_id, friend_id, tag) DO UPDATE SET
         value = excluded.value, category = excluded.category, updated_at = now()
       WHERE (t.value, t.category) IS DISTINCT FROM (excluded.value, excluded.category)
       RETURNING 1
     )
-    SELECT (SELECT count(*) FROM i) AS a, (SELECT count(*) FROM d) AS b`.execute(trx);
+    SELECT (SELECT count(*) FROM i) AS a, (SELECT count(*) FROM d) AS b,
+           ${tagEvents(sql`SELECT friend_id, tag, value AS ov, NULL::jsonb AS nv FROM d
+                           UNION ALL
+                           SELECT friend_id, tag, ov, value FROM c WHERE ov IS DISTINCT FROM value`)} AS e`.execute(
+    trx,
+  );
   const [upserted, deleted] = counts(res.rows);
-  return { upserted, deleted };
+  return { upserted, deleted, events: res.rows[0]?.e ?? null };
 }
 
 /**

@@ -79,6 +79,20 @@ export interface FriendTagsTable {
   updated_at: DefaultedTimestamp;
 }
 
+/** `tim.friend_events`: append-only change history (README, "Tables"). */
+export interface FriendEventsTable {
+  id: Generated<number>;
+  account_id: string;
+  /** Null for a baseline. */
+  friend_id: string | null;
+  kind: 'baseline' | 'added' | 'removed' | 'changed';
+  /** added/changed: {field: {old?, new?}}; removed: null; baseline: {friend_count}. */
+  changed: unknown;
+  observed_at: DefaultedTimestamp;
+  standard_sequence: number | null;
+  custom_sequence: number | null;
+}
+
 /** Tables of schema `tim`, addressed as `tim.accounts` etc. */
 export interface Database {
   'tim.accounts': AccountsTable;
@@ -86,4 +100,5 @@ export interface Database {
   'tim.friend_tags': FriendTagsTable;
   'tim.replicas': ReplicasTable;
   'tim.account_totals': AccountTotalsTable;
+  'tim.friend_events': FriendEventsTable;
 }
