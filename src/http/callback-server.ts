@@ -12,12 +12,12 @@
  * What is at stake is only freshness: the scheduled pulls find every change regardless.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { Logger } from '../log.js';
 import type { CallbackCommandLabel, CallbackMetrics, CallbackOutcome } from '../metrics.js';
 import type { CallbackSignProblem, CallbackVerifier } from '../tim/callback-sign.js';
 import { accountsOfPairs, isFriendCallbackCommand, parseFriendCallback } from '../tim/friend-callback.js';
 import { sendJson } from './json-response.js';
+import { listenHttp } from './listen.js';
 import { ClientGoneError, readBody } from './request-body.js';
 
 /** The one path served. Configure `https://<your host>/tim/callback` in the IM console. */
@@ -242,15 +242,7 @@ export async function startCallbackServer(opts: CallbackServerOptions): Promise<
       });
     },
   );
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port, opts.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const { port } = server.address() as AddressInfo;
-  const url = `http://${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${port}`;
+  const url = await listenHttp(server, opts.host, opts.port);
   log.info({ url: `${url}${CALLBACK_PATH}` }, 'webhook receiver listening');
 
   let closed: Promise<void> | undefined;
