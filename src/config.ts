@@ -267,7 +267,11 @@ export function loadDaemonConfig(env: Env = process.env): Readonly<DaemonConfig>
   });
 }
 
-/** Webhook receiver settings (`run`). The receiver runs only when a callback token is set. */
+/**
+ * Webhook receiver settings (`run`). The receiver runs only when a callback token is set: without
+ * one, anyone who found the port could make the mirror spend its call budget. The other settings
+ * are then ignored, so one deployment file serves apps with and without webhooks.
+ */
 export interface CallbackConfig {
   /** `TIM_CALLBACK_TOKEN`: the callback token of the IM console; unset turns the receiver off. */
   token?: string;
@@ -283,17 +287,6 @@ export interface CallbackConfig {
 export function loadCallbackConfig(env: Env = process.env): Readonly<CallbackConfig> {
   const token = str(env, 'TIM_CALLBACK_TOKEN');
   const port = int(env, 'CALLBACK_PORT', 8081, 0, 65_535);
-  if (token === undefined) {
-    // Without a token anyone who finds the port could make the mirror spend its call budget.
-    for (const name of ['CALLBACK_PORT', 'CALLBACK_HOST', 'CALLBACK_MAX_SKEW']) {
-      if (str(env, name) !== undefined) {
-        throw new ConfigError(
-          name,
-          'is set but TIM_CALLBACK_TOKEN is not: the webhook receiver only runs with the callback token from the IM console',
-        );
-      }
-    }
-  }
   // Both listeners bind the same host by default; a shared port would fail at start with EADDRINUSE.
   if (token !== undefined && port !== 0 && port === int(env, 'HTTP_PORT', 8080, 0, 65_535)) {
     throw new ConfigError(

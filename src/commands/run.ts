@@ -228,6 +228,8 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
       await admin.close();
       throw err;
     });
+  } else {
+    log.info('webhook receiver off: set TIM_CALLBACK_TOKEN (the IM console callback token) to enable it');
   }
 
   const listener = listen({
