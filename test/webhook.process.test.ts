@@ -184,17 +184,31 @@ describe('webhook → mirror, with the daemon at its rate limit', () => {
     // The machine is shared; one slow outlier is reported above, a systematic miss fails here.
     expect(sorted.filter((ms) => ms >= BOUND_MS).length).toBeLessThanOrEqual(1);
 
-    const metrics = await (await fetch(`${adminUrl}/metrics`)).text();
-    const marked =
-      /tim_mirror_callbacks_total\{command="Sns.CallbackFriendDelete",outcome="marked"\} (\d+)/.exec(metrics);
-    expect(Number(marked?.[1])).toBe(CHANGES);
-    const count = Number(/tim_mirror_callback_to_sync_seconds_count (\d+)/.exec(metrics)?.[1]);
+    // Each callback names two accounts, both synced by this one replica; the last change's second
+    // account may still be syncing when its first one's row is gone.
+    let metrics = '';
+    const observed = () => Number(/tim_mirror_callback_to_sync_seconds_count (\d+)/.exec(metrics)?.[1]);
+    await waitUntil(
+      'callback_to_sync_seconds to cover every callback account',
+      async () => {
+        metrics = await (await fetch(`${adminUrl}/metrics`)).text();
+        return observed() === 2 * CHANGES;
+      },
+      10_000,
+      () => `observed ${observed()}`,
+    );
+    // Accepted: marked before the answer, or (on a slow moment) queued and marked right after.
+    const accepted = ['marked', 'queued'].reduce((n, outcome) => {
+      const re = new RegExp(
+        `tim_mirror_callbacks_total\\{command="Sns.CallbackFriendDelete",outcome="${outcome}"\\} (\\d+)`,
+      );
+      return n + Number(re.exec(metrics)?.[1] ?? 0);
+    }, 0);
+    expect(accepted).toBe(CHANGES);
     const sum = Number(/tim_mirror_callback_to_sync_seconds_sum ([\d.e+-]+)/.exec(metrics)?.[1]);
     console.log(
-      `[webhook] callback_to_sync_seconds: ${count} observations, mean ${((1000 * sum) / count).toFixed(0)} ms`,
+      `[webhook] callback_to_sync_seconds: ${observed()} observations, mean ${((1000 * sum) / observed()).toFixed(0)} ms`,
     );
-    // Each callback names two accounts, both synced by this one replica.
-    expect(count).toBe(2 * CHANGES);
   });
 
   it('the public port refuses a bad signature and serves nothing else', async () => {
