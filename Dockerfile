@@ -19,6 +19,9 @@ COPY --from=build /app/dist ./dist
 USER node
 EXPOSE 8080
 ENV HTTP_HOST=0.0.0.0 HTTP_PORT=8080
+# The webhook receiver, when TIM_CALLBACK_TOKEN is set (only POST /tim/callback is served there).
+EXPOSE 8081
+ENV CALLBACK_HOST=0.0.0.0
 # The slim image has no curl; Node's own fetch checks liveness.
 HEALTHCHECK --interval=15s --timeout=3s --start-period=20s --retries=3 \
   CMD ["node", "-e", "fetch('http://127.0.0.1:'+(process.env.HTTP_PORT||8080)+'/healthz').then(r=>process.exit(r.ok?0:1),()=>process.exit(1))"]

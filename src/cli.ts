@@ -15,6 +15,7 @@ import { resyncCommand, statusCommand } from './commands/status.js';
 import { syncCommand } from './commands/sync.js';
 import {
   ConfigError,
+  loadCallbackConfig,
   loadDaemonConfig,
   loadDbConfig,
   loadLogConfig,
@@ -137,6 +138,7 @@ async function dispatch(ctx: CommandContext, argv: string[]): Promise<number> {
   const tim = needsTim ? loadTimConfig(ctx.env) : undefined;
   const sync = needsTim ? loadSyncConfig(ctx.env) : undefined;
   const daemon = command === 'run' ? loadDaemonConfig(ctx.env) : undefined;
+  const callback = command === 'run' ? loadCallbackConfig(ctx.env) : undefined;
   const dbCfg = loadDbConfig(ctx.env);
   if (command === 'accounts' && !['add', 'import', 'remove', 'list'].includes(positionals[0] ?? '')) {
     throw new UsageError('accounts needs one of: add, import, remove, list');
@@ -163,7 +165,7 @@ async function dispatch(ctx: CommandContext, argv: string[]): Promise<number> {
       case 'sync':
         return await syncCommand(ctx, db, { tim: tim!, sync: sync! }, { all, ids: positionals });
       case 'run':
-        return await runCommand(ctx, db, { db: dbCfg, tim: tim!, sync: sync!, daemon: daemon! });
+        return await runCommand(ctx, db, { db: dbCfg, tim: tim!, sync: sync!, daemon: daemon!, callback });
       case 'resync':
         return await resyncCommand(ctx, db, { full, all, ids: positionals });
       case 'stats':

@@ -289,3 +289,38 @@ export function loadDaemonConfig(env: Env = process.env): Readonly<DaemonConfig>
     ...(replicaId ? { replicaId } : {}),
   });
 }
+
+/**
+ * Webhook receiver settings (`run`). The receiver runs only when a callback token is set: without
+ * one, anyone who found the port could make the mirror spend its call budget. The other settings
+ * are then ignored, so one deployment file serves apps with and without webhooks.
+ */
+export interface CallbackConfig {
+  /** `TIM_CALLBACK_TOKEN`: the callback token of the IM console; unset turns the receiver off. */
+  token?: string;
+  /** `CALLBACK_HOST`: the receiver's own listener, separate from the admin server. */
+  host: string;
+  /** `CALLBACK_PORT`: 0 picks a free one. */
+  port: number;
+  /** `CALLBACK_MAX_SKEW`: how far a callback's `RequestTime` may be from our clock, either way. */
+  maxSkewSeconds: number;
+}
+
+/** Loads `TIM_CALLBACK_TOKEN`, `CALLBACK_HOST`, `CALLBACK_PORT` and `CALLBACK_MAX_SKEW`. */
+export function loadCallbackConfig(env: Env = process.env): Readonly<CallbackConfig> {
+  const token = str(env, 'TIM_CALLBACK_TOKEN');
+  const port = int(env, 'CALLBACK_PORT', 8081, 0, 65_535);
+  // Both listeners bind the same host by default; a shared port would fail at start with EADDRINUSE.
+  if (token !== undefined && port !== 0 && port === int(env, 'HTTP_PORT', 8080, 0, 65_535)) {
+    throw new ConfigError(
+      'CALLBACK_PORT',
+      'must differ from HTTP_PORT: the webhook receiver has its own listener',
+    );
+  }
+  return Object.freeze({
+    ...(token ? { token } : {}),
+    host: str(env, 'CALLBACK_HOST') ?? '127.0.0.1',
+    port,
+    maxSkewSeconds: Math.round(duration(env, 'CALLBACK_MAX_SKEW', 300_000, 10_000) / 1000),
+  });
+}

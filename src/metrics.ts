@@ -277,3 +277,86 @@ async function withTimeout<T>(fn: () => Promise<T>, ms: number): Promise<T> {
     clearTimeout(timer);
   }
 }
+
+/** The command label of {@link CallbackMetrics}: one we act on, `other` (ignored), or `none` (unreadable). */
+export type CallbackCommandLabel =
+  | 'Sns.CallbackFriendAdd'
+  | 'Sns.CallbackFriendDelete'
+  | 'Sns.CallbackBlackListAdd'
+  | 'other'
+  | 'none';
+
+/**
+ * What became of one webhook callback: `marked` (accounts marked before the answer), `queued`
+ * (answered before the database write finished; it goes on in the background), `dropped` (the
+ * mark queue was full), `ignored` (a command we do not act on), or why it was refused.
+ */
+export type CallbackOutcome =
+  | 'marked'
+  | 'queued'
+  | 'dropped'
+  | 'ignored'
+  | 'bad_request'
+  | 'unauthorized'
+  | 'stale'
+  | 'wrong_app'
+  | 'too_large';
+
+/** The webhook receiver's metrics (issue #6), on the registry of a {@link Metrics}. */
+export interface CallbackMetrics {
+  /** Counts one callback by command and outcome. */
+  observeCallback(command: CallbackCommandLabel, outcome: CallbackOutcome): void;
+  /** Records seconds from a callback received to the end of its account's next sync. */
+  observeCallbackToSync(seconds: number): void;
+  /** Counts a failed write of resync marks (retried). */
+  observeMarkFailure(): void;
+}
+
+/** Up to the regular re-check interval: webhooks aim at about a second. */
+const CALLBACK_TO_SYNC_BUCKETS_SECONDS = [0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 300, 3600];
+
+/**
+ * Adds the webhook receiver's metrics to `metrics.registry`: `callbacks_total{command,outcome}`,
+ * `callback_to_sync_seconds`, `callback_mark_failures_total` and, with `pendingMarks`,
+ * `callback_pending_marks`. Labels are fixed strings, never ids or anything a caller sent.
+ */
+export function createCallbackMetrics(
+  metrics: Metrics,
+  opts: { prefix?: string; pendingMarks?: () => number } = {},
+): CallbackMetrics {
+  const prefix = opts.prefix ?? 'tim_mirror_';
+  const registers = [metrics.registry];
+  const callbacks = new Counter({
+    name: `${prefix}callbacks_total`,
+    help: 'Webhook callbacks received, by command and outcome.',
+    labelNames: ['command', 'outcome'] as const,
+    registers,
+  });
+  const toSync = new Histogram({
+    name: `${prefix}callback_to_sync_seconds`,
+    help: "From a callback received to the end of its account's next sync that started after it (this replica's syncs only).",
+    buckets: CALLBACK_TO_SYNC_BUCKETS_SECONDS,
+    registers,
+  });
+  const markFailures = new Counter({
+    name: `${prefix}callback_mark_failures_total`,
+    help: 'Failed writes of resync marks from callbacks; they are retried with backoff.',
+    registers,
+  });
+  const pendingMarks = opts.pendingMarks;
+  if (pendingMarks) {
+    new Gauge({
+      name: `${prefix}callback_pending_marks`,
+      help: 'Accounts named by callbacks and not yet marked for resync in the database.',
+      registers,
+      collect() {
+        this.set(pendingMarks());
+      },
+    });
+  }
+  return {
+    observeCallback: (command, outcome) => callbacks.inc({ command, outcome }),
+    observeCallbackToSync: (seconds) => toSync.observe(seconds),
+    observeMarkFailure: () => markFailures.inc(),
+  };
+}

@@ -8,7 +8,7 @@ import { hostname } from 'node:os';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { type Kysely, sql } from 'kysely';
 import { timClientFrom } from '../app.js';
-import type { DaemonConfig, DbConfig, SyncConfig, TimConfig } from '../config.js';
+import type { CallbackConfig, DaemonConfig, DbConfig, SyncConfig, TimConfig } from '../config.js';
 import { RESYNC_CHANNEL, requestResync } from '../db/accounts.js';
 import { claimDueAccounts, releaseLeases } from '../db/leases.js';
 import { migrationsAreCurrent } from '../db/migrate.js';
@@ -16,13 +16,17 @@ import { listen } from '../db/notify.js';
 import { heartbeat, leaveReplicas } from '../db/replicas.js';
 import type { Database } from '../db/schema.js';
 import { startAdminServer } from '../http/admin-server.js';
-import { type AccountsSummary, createMetrics } from '../metrics.js';
+import { type CallbackServer, startCallbackServer } from '../http/callback-server.js';
+import { type AccountsSummary, createCallbackMetrics, createMetrics } from '../metrics.js';
 import { describeError, mustStopPass, syncAccount } from '../sync/account-sync.js';
 import { ReplicaBudget } from '../sync/budget.js';
+import { CallbackLatency } from '../sync/callback-latency.js';
 import { CallLimiter, sleep } from '../sync/limiter.js';
 import { createOutcomeReporter } from '../sync/outcome-report.js';
 import { limitedCall } from '../sync/pass.js';
+import { ResyncQueue } from '../sync/resync-queue.js';
 import { Scheduler } from '../sync/scheduler.js';
+import { CallbackVerifier } from '../tim/callback-sign.js';
 import { type CommandContext, EXIT } from './context.js';
 
 /** Everything `run` is configured with. */
@@ -31,6 +35,8 @@ export interface RunConfig {
   tim: TimConfig;
   sync: SyncConfig;
   daemon: DaemonConfig;
+  /** The webhook receiver; off when absent or without a token. */
+  callback?: CallbackConfig;
 }
 
 /** Account counts by status and the age of the oldest due account, for metrics. */
@@ -93,6 +99,23 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
   });
 
   const reportExtras = createOutcomeReporter(log, { discoverMaxAccounts: cfg.sync.discoverMaxAccounts });
+  // Webhooks (issue #6): callbacks mark accounts through a coalescing queue; the latency tracker
+  // matches them with the syncs that follow, for callback_to_sync_seconds.
+  const markQueue = new ResyncQueue({
+    mark: async (ids) => {
+      await requestResync(db, { ids }, { full: false });
+    },
+    onError: (err, pending, retryInMs) => {
+      callbackMetrics.observeMarkFailure();
+      log.warn(
+        { err: { message: (err as Error).message }, pending, retryInMs },
+        'cannot mark callback accounts for resync (is Postgres up?); retrying',
+      );
+    },
+  });
+  const callbackMetrics = createCallbackMetrics(metrics, { pendingMarks: () => markQueue.pending });
+  const callbackLatency = new CallbackLatency();
+
   const scheduler = new Scheduler({
     concurrency: cfg.sync.concurrency,
     idleMs: 1_000,
@@ -111,6 +134,7 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
       });
     },
     syncOne: async (state, signal) => {
+      const syncStartedAt = performance.now();
       const outcome = await syncAccount(
         {
           db,
@@ -133,6 +157,11 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
       if (outcome.result === 'failed') totals.failed++;
       metrics.observeAccount(outcome);
       reportExtras(outcome);
+      if (outcome.result === 'changed' || outcome.result === 'unchanged') {
+        for (const s of callbackLatency.synced(state.accountId, syncStartedAt)) {
+          callbackMetrics.observeCallbackToSync(s);
+        }
+      }
       log.debug(
         {
           account: state.accountId,
@@ -193,6 +222,28 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
     },
   });
 
+  let callbackServer: CallbackServer | undefined;
+  if (cfg.callback?.token) {
+    callbackServer = await startCallbackServer({
+      host: cfg.callback.host,
+      port: cfg.callback.port,
+      sdkAppId: cfg.tim.sdkAppId,
+      verifier: new CallbackVerifier({
+        token: cfg.callback.token,
+        maxSkewSeconds: cfg.callback.maxSkewSeconds,
+      }),
+      enqueue: (ids) => markQueue.add(ids),
+      onAccepted: (ids) => callbackLatency.received(ids),
+      log,
+      metrics: callbackMetrics,
+    }).catch(async (err: unknown) => {
+      await admin.close();
+      throw err;
+    });
+  } else {
+    log.info('webhook receiver off: set TIM_CALLBACK_TOKEN (the IM console callback token) to enable it');
+  }
+
   const listener = listen({
     url: cfg.db.databaseUrl,
     channel: RESYNC_CHANNEL,
@@ -237,6 +288,7 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
     {
       replicaId,
       admin: admin.url,
+      ...(callbackServer ? { callback: callbackServer.url } : {}),
       rateLimit: cfg.tim.rateLimitPerSecond,
       concurrency: cfg.sync.concurrency,
       reconcileIntervalMs: cfg.sync.reconcileIntervalMs,
@@ -266,6 +318,8 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
     const released = await releaseLeases(db, replicaId).catch(() => 0);
     await leaveReplicas(db, replicaId).catch(() => {});
     await listener.close();
+    await callbackServer?.close();
+    await markQueue.close();
     await admin.close();
     await limiter.stop();
     await client.close();

@@ -32,6 +32,9 @@ export async function simulateCommand(ctx: CommandContext): Promise<number> {
     seed: num(env, 'SIM_SEED', 1),
   });
   const latency = num(env, 'SIM_LATENCY_MS', 0);
+  // Friend webhooks, signed with the same token the mirror checks unless told otherwise.
+  const callbackUrl = env.SIM_CALLBACK_URL || undefined;
+  const callbackToken = env.SIM_CALLBACK_TOKEN || env.TIM_CALLBACK_TOKEN || undefined;
   const sim = new Simulator({
     store,
     sdkAppId,
@@ -45,12 +48,23 @@ export async function simulateCommand(ctx: CommandContext): Promise<number> {
       kinds: { 'error:30006': 1, 'http-502': 1, reset: 1, truncate: 1 },
     },
   });
+  try {
+    if (callbackUrl)
+      sim.setCallback({ url: callbackUrl, ...(callbackToken ? { token: callbackToken } : {}) });
+  } catch (err) {
+    throw new UsageError(`SIM_CALLBACK_URL: ${(err as Error).message}`);
+  }
   const baseUrl = await sim.listen({ host: env.SIM_HOST ?? '127.0.0.1', port: num(env, 'SIM_PORT', 5080) });
   ctx.out(`simulator listening at ${baseUrl}: ${store.size} accounts, SDKAppID ${sdkAppId}`);
   ctx.out(
     `point the mirror at it with TIM_BASE_URL=${baseUrl} TIM_SDKAPPID=${sdkAppId} TIM_SECRET_KEY=<SIM key>`,
   );
   ctx.out(`account ids: GET ${baseUrl}/__sim/accounts; change data: POST ${baseUrl}/__sim/mutate`);
+  if (sim.callbackTarget) {
+    ctx.out(
+      `friend webhooks go to ${sim.callbackTarget.url} (${sim.callbackTarget.signed ? 'signed' : 'unsigned: set SIM_CALLBACK_TOKEN'})`,
+    );
+  }
   const mutateEvery = env.SIM_MUTATE_EVERY ? parseDurationMs(env.SIM_MUTATE_EVERY) : undefined;
   let seed = 1;
   try {

@@ -4,11 +4,11 @@
  * a function, so it can be run and tested alone.
  */
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { BearerToken } from './bearer-token.js';
 import { sendError, sendJson } from './json-response.js';
+import { listenHttp } from './listen.js';
 import { ClientGoneError, readBody } from './request-body.js';
 import { parseResyncRequest, type ResyncRequest } from './resync-request.js';
 
@@ -236,15 +236,7 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
     },
   );
 
-  await new Promise<void>((resolve, reject) => {
-    server.once('error', reject);
-    server.listen(opts.port, opts.host, () => {
-      server.off('error', reject);
-      resolve();
-    });
-  });
-  const { port } = server.address() as AddressInfo;
-  const url = `http://${opts.host.includes(':') ? `[${opts.host}]` : opts.host}:${port}`;
+  const url = await listenHttp(server, opts.host, opts.port);
   log.info({ url, resync: token ? 'enabled' : 'disabled (ADMIN_TOKEN unset)' }, 'admin server listening');
 
   let closed: Promise<void> | undefined;

@@ -13,6 +13,14 @@
  * | `POST /__sim/config` | a partial {@link SimulatorConfig} → `{"config": ...}` |
  * | `POST /__sim/faults` | `{"kind": "reset", "count": 3}` → `{"pending": n}` |
  * | `POST /__sim/clear-calls` | empties the call log → `{}` |
+ * | `POST /__sim/friends/add` | `{"account", "friendId", "both"?: true, "standard"?, "custom"?}` → `{"changed": [ids]}` |
+ * | `POST /__sim/friends/delete` | `{"account", "friendId", "both"?: true}` → `{"changed": [ids]}` |
+ * | `GET /__sim/callback` | where webhooks go (never the token) and their counters |
+ * | `POST /__sim/callback` | `{"url": "http://…/tim/callback", "token"?: "…"}`, or `{"url": null}` to stop |
+ *
+ * Adding or deleting friends, through any endpoint (including `mutate`), sends the friend webhook
+ * when one is configured. `both` (default true) changes both lists, as Tencent's `Add_Type_Both` and
+ * `Delete_Type_Both` do; the other side is skipped when it is not a simulated account.
  *
  * Every answer is JSON; a bad request gets 400 `{"error": "..."}`.
  */
@@ -91,6 +99,33 @@ export function applyMutation(store: FriendStore, mutation: unknown): boolean {
     default:
       throw new BadRequest(`unknown op ${JSON.stringify(op)}`);
   }
+}
+
+/**
+ * Starts or ends one friendship: `account`'s list, and with `both` (the default) the friend's list
+ * too when the friend is a simulated account.
+ *
+ * @returns the accounts whose lists changed
+ */
+function changeFriendship(store: FriendStore, op: 'add' | 'delete', m: Record<string, unknown>): string[] {
+  const account = str(m, 'account');
+  const friendId = str(m, 'friendId');
+  const both = m['both'] ?? true;
+  if (typeof both !== 'boolean') throw new BadRequest('both must be true or false');
+  const changed: string[] = [];
+  const change = (from: string, to: string) => {
+    const did =
+      op === 'add'
+        ? store.addFriend(from, to, {
+            ...(tags(m, 'standard') ? { standard: tags(m, 'standard') } : {}),
+            ...(tags(m, 'custom') ? { custom: tags(m, 'custom') } : {}),
+          })
+        : store.removeFriend(from, to);
+    if (did) changed.push(from);
+  };
+  change(account, friendId);
+  if (both && store.hasAccount(friendId)) change(friendId, account);
+  return changed;
 }
 
 function isLoopback(address: string | undefined): boolean {
@@ -215,6 +250,31 @@ async function route(
       if (typeof count !== 'number') throw new BadRequest('count must be a number');
       sim.injectFaults(kind, count);
       sendJson(res, 200, { pending: sim.pendingFaults });
+      return;
+    }
+    case 'POST /__sim/friends/add':
+    case 'POST /__sim/friends/delete': {
+      const body = await readJson(req);
+      if (!isPlainObject(body)) throw new BadRequest('expected {"account": ..., "friendId": ...}');
+      sendJson(res, 200, {
+        changed: changeFriendship(sim.store, path.endsWith('/add') ? 'add' : 'delete', body),
+      });
+      return;
+    }
+    case 'GET /__sim/callback':
+      sendJson(res, 200, { target: sim.callbackTarget ?? null, stats: sim.callbackStats() });
+      return;
+    case 'POST /__sim/callback': {
+      const body = await readJson(req);
+      if (!isPlainObject(body) || (body['url'] !== null && typeof body['url'] !== 'string')) {
+        throw new BadRequest(
+          'expected {"url": "http://host:port/tim/callback", "token": "..."} or {"url": null}',
+        );
+      }
+      const token = body['token'];
+      if (token !== undefined && typeof token !== 'string') throw new BadRequest('token must be a string');
+      sim.setCallback(body['url'] === null ? undefined : { url: body['url'], ...(token ? { token } : {}) });
+      sendJson(res, 200, { target: sim.callbackTarget ?? null, stats: sim.callbackStats() });
       return;
     }
     case 'POST /__sim/clear-calls':

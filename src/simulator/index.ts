@@ -9,6 +9,8 @@
  */
 export type { CallRecord } from './call-log.js';
 export { maxInWindow } from './call-log.js';
+export type { CallbackDelivery, CallbackStats, CallbackTarget, CallbackUrlOptions } from './callbacks.js';
+export { friendCallbackBody, friendCallbackUrl } from './callbacks.js';
 export type { SimulatorConfig } from './config.js';
 export { DEFAULT_CONFIG } from './config.js';
 export type { ControlMutation } from './control.js';
@@ -26,6 +28,7 @@ export type {
   AccountTruth,
   CategoryFilter,
   FriendEntry,
+  FriendshipChange,
   FriendTruth,
   MutateRandomOptions,
   SimAccount,

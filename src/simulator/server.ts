@@ -10,6 +10,12 @@ import type { AddressInfo } from 'node:net';
 import { verifyUserSig } from '../tim/usersig.js';
 import type { CallRecord } from './call-log.js';
 import { CallLog, maxInWindow } from './call-log.js';
+import {
+  type CallbackDelivery,
+  CallbackSender,
+  type CallbackStats,
+  type CallbackTarget,
+} from './callbacks.js';
 import type { ResolvedConfig, SimulatorConfig } from './config.js';
 import { DEFAULT_CONFIG, resolveConfig } from './config.js';
 import { handleControl } from './control.js';
@@ -48,6 +54,8 @@ export interface SimulatorOptions extends Partial<SimulatorConfig> {
   callLogLimit?: number;
   /** Serve the `/__sim/` control API (to loopback clients only). Default true. */
   controlApi?: boolean;
+  /** Send friend webhooks here when friendships start or end (see ./callbacks.ts). Default: none. */
+  callback?: CallbackTarget;
 }
 
 /** What {@link Simulator.onCall} is told about a call that passed every request check. */
@@ -188,6 +196,7 @@ export class Simulator {
   readonly #log: CallLog | undefined;
   readonly #faultQueue: FaultKind[] = [];
   readonly #sleeps = new Set<{ timer: NodeJS.Timeout; resolve: () => void }>();
+  readonly #callbacks: CallbackSender;
   #config: ResolvedConfig;
   #stats = freshStats();
   #inFlight = 0;
@@ -220,6 +229,38 @@ export class Simulator {
     this.store =
       options.store ??
       (options.generate ? generateApp({ seed: this.seed, ...options.generate }) : new FriendStore());
+    this.#callbacks = new CallbackSender(this.#sdkAppId, options.callback);
+    this.store.onFriendship = (change) => this.#callbacks.friendship(change);
+  }
+
+  /**
+   * Sets (or, with undefined, stops) the friend webhooks: every friend added or removed from now on
+   * is POSTed, signed when `token` is given, like Tencent's callbacks.
+   *
+   * @throws RangeError for a URL that is not http(s) or an empty token
+   */
+  setCallback(target: CallbackTarget | undefined): void {
+    this.#callbacks.setTarget(target);
+  }
+
+  /** Where webhooks go (never the token), or undefined when off. */
+  get callbackTarget(): { url: string; signed: boolean } | undefined {
+    return this.#callbacks.target;
+  }
+
+  /** Webhook counters since start. */
+  callbackStats(): CallbackStats {
+    return this.#callbacks.stats();
+  }
+
+  /** The last `n` webhooks sent, oldest first. */
+  callbackDeliveries(n?: number): CallbackDelivery[] {
+    return this.#callbacks.deliveries(n);
+  }
+
+  /** Resolves when every webhook sent so far has been answered or has failed. */
+  callbacksIdle(): Promise<void> {
+    return this.#callbacks.idle();
   }
 
   /** The SDKAppID calls must carry. */
@@ -263,6 +304,7 @@ export class Simulator {
    */
   async close(): Promise<void> {
     this.#closed = true;
+    this.#callbacks.close();
     for (const sleep of this.#sleeps) {
       clearTimeout(sleep.timer);
       sleep.resolve();

@@ -65,6 +65,13 @@ export interface MutateRandomOptions {
   seed: number;
 }
 
+/** A friendship that started or ended in one direction, as {@link FriendStore.onFriendship} reports it. */
+export interface FriendshipChange {
+  op: 'add' | 'delete';
+  account: string;
+  friendId: string;
+}
+
 /**
  * Key of the generator's unchecked insert. A symbol keeps it out of the store's public API and
  * autocompletion; it skips the copies and checks, which dominate generating 300,000 friends.
@@ -123,6 +130,11 @@ export class FriendStore {
   readonly #accounts = new Map<string, AccountRecord>();
   /** Sequences of removed accounts, so a re-added account never repeats a sequence a client stored. */
   readonly #retired = new Map<string, { standardSequence: number; customSequence: number }>();
+  /**
+   * Told after a friend is added to or removed from a list (not when a present friend's tags are
+   * replaced, and not for the generator's bulk inserts). The simulator sends webhooks from it.
+   */
+  onFriendship: ((change: FriendshipChange) => void) | undefined;
 
   /** Number of accounts. */
   get size(): number {
@@ -227,6 +239,7 @@ export class FriendStore {
     }
     rec.friends.set(friendId, { standard, custom });
     this.#touch(rec, true, hasKeys(custom));
+    this.onFriendship?.({ op: 'add', account: accountId, friendId });
     return true;
   }
 
@@ -243,6 +256,7 @@ export class FriendStore {
     if (!friend) return false;
     rec.friends.delete(friendId);
     this.#touch(rec, true, hasKeys(friend.custom));
+    this.onFriendship?.({ op: 'delete', account: accountId, friendId });
     return true;
   }
 
