@@ -2,7 +2,7 @@
  * `npm run bench`: measures the mirror against the quota (issue #5) and writes BENCHMARKS.md.
  * `npm run bench:ci`: a small full sweep that fails only on gross regressions (bench/lib/guard.ts).
  *
- * usage: node dist/bench/run.js [--ci] [--only full,incremental,ceiling,scheduler] [--no-write]
+ * usage: node dist/bench/run.js [--ci] [--only full,incremental,ceiling,scheduler,freshness] [--no-write]
  *
  * Settings: BENCH_* variables (bench/lib/settings.ts); the mirror's SYNC_CONCURRENCY,
  * DATABASE_POOL_SIZE and TIM_RATE_JITTER_MS pass through to it. Postgres: BENCH_DATABASE_URL, else
@@ -18,10 +18,11 @@ import { type BenchServer, chooseServer } from './lib/postgres.js';
 import { machineBusyBetween } from './lib/proc.js';
 import { type BenchSettings, envPrefix, readSettings } from './lib/settings.js';
 import { type CeilingResult, runCeiling, type WriteTiming } from './scenarios/ceiling.js';
+import { type FreshnessResult, freshnessLines, percentile, runFreshness } from './scenarios/freshness.js';
 import { runScheduler, type SchedulerResult } from './scenarios/scheduler.js';
 import { type PassMeasure, runSweep, type SweepResult } from './scenarios/sweep.js';
 
-const ALL = ['full', 'incremental', 'ceiling', 'scheduler'] as const;
+const ALL = ['full', 'incremental', 'ceiling', 'scheduler', 'freshness'] as const;
 type Scenario = (typeof ALL)[number];
 
 /**
@@ -64,6 +65,26 @@ interface Results {
   ceilingCommand?: string;
   scheduler?: SchedulerResult;
   schedulerCommand?: string;
+  freshness?: FreshnessResult;
+  freshnessCommand?: string;
+}
+
+/**
+ * The freshness scenario's app: many small accounts and a short sync interval, so the daemon's
+ * regular work is a steady load (about 3,000 accounts per 30 s) while changes are measured, and the
+ * run ends in minutes. `BENCH_FRESHNESS_*` override it.
+ */
+function freshnessSettings(settings: BenchSettings) {
+  const n = (name: string, dflt: number) => Number(process.env[`BENCH_FRESHNESS_${name}`] ?? dflt);
+  return {
+    ...settings,
+    ...APP,
+    accounts: n('ACCOUNTS', 3000),
+    meanFriends: n('MEAN_FRIENDS', 20),
+    maxFriends: n('MAX_FRIENDS', 200),
+    intervalSeconds: n('INTERVAL_SECONDS', 30),
+    changes: n('CHANGES', 40),
+  };
 }
 
 const out = (line = '') => process.stdout.write(`${line}\n`);
@@ -129,6 +150,12 @@ async function main(): Promise<number> {
         say,
       });
       printScheduler(r.scheduler, r.schedulerCommand);
+    }
+    if (only.has('freshness')) {
+      r.freshnessCommand = `${envPrefix(settings)}${base}${onlyArg(['freshness'])}`;
+      r.freshness = await runFreshness(server.adminUrl, { ...freshnessSettings(settings), say });
+      out(`\n## freshness   $ ${r.freshnessCommand}`);
+      for (const l of freshnessLines(r.freshness)) out(`  ${l}`);
     }
   } finally {
     await server.stop();
@@ -334,6 +361,21 @@ function summaryRows(r: Results): SummaryRow[] {
       `${(s.daemon.idleCpuCores * 100).toFixed(1)}% + ${(s.daemon.idlePostgresCores * 100).toFixed(1)}% of a core`,
     );
   }
+  const fr = r.freshness;
+  if (fr) {
+    for (const m of [fr.scheduled, fr.webhooks]) {
+      add(
+        'freshness',
+        `change at the source → row in Postgres, ${m.mode}`,
+        `${(percentile(m.delaysMs, 50) / 1000).toFixed(2)} s median, ${(percentile(m.delaysMs, 95) / 1000).toFixed(2)} s p95 (${m.delaysMs.length} changes${m.lost ? `, ${m.lost} lost` : ''})`,
+        m.mode === 'webhooks' ? '≤ 2 s' : `≤ interval (${fr.settings.intervalSeconds} s)`,
+        check(
+          m.lost === 0 &&
+            percentile(m.delaysMs, 95) <= (m.mode === 'webhooks' ? 2000 : fr.settings.intervalSeconds * 1100),
+        ),
+      );
+    }
+  }
   return rows;
 }
 
@@ -498,6 +540,7 @@ function renderMarkdown(r: Results, rows: SummaryRow[]): string {
   }
   if (r.ceiling) block('Database ceiling', r.ceilingCommand, ceilingLines(r.ceiling));
   if (r.scheduler) block('Scheduler scale', r.schedulerCommand, schedulerLines(r.scheduler));
+  if (r.freshness) block('Freshness', r.freshnessCommand, freshnessLines(r.freshness));
   const notes = fileURLToPath(new URL('../../bench/notes.md', import.meta.url));
   if (existsSync(notes)) md.push(readFileSync(notes, 'utf8').trimEnd(), '');
   return `${md.join('\n')}\n`;
