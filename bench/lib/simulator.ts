@@ -3,12 +3,11 @@
  * mirror's numbers show the mirror's own cost and not the simulator competing for its event loop.
  * Latency is set through the control API (`POST /__sim/config`), which takes an exact [min, max].
  */
-import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { setPriority } from 'node:os';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import type { CallRecord, SimulatorStats } from '../../src/simulator/index.js';
+import { controlRequest, spawnSimulator } from '../../src/simulator/process.js';
 
 /** Settings of the simulated app (the `SIM_*` variables of `friend-mirror simulate`). */
 export interface SimSettings {
@@ -57,27 +56,7 @@ export async function startSimulator(s: SimSettings): Promise<SimProcess> {
     TIM_SECRET_KEY: s.secretKey,
     LOG_LEVEL: 'warn',
   };
-  const child: ChildProcess = spawn(process.execPath, [CLI_PATH, 'simulate'], {
-    env: { ...process.env, ...simEnv },
-    stdio: ['ignore', 'pipe', 'pipe'],
-  });
-  let stderrTail = '';
-  child.stderr!.on('data', (d: Buffer) => {
-    stderrTail = (stderrTail + d.toString()).slice(-2000);
-  });
-  const lines = createInterface({ input: child.stdout! });
-  const exited = once(child, 'exit').then(([code]) => {
-    throw new Error(`the simulator exited with code ${code} before it was ready: ${stderrTail.trim()}`);
-  });
-  const ready = (async () => {
-    for await (const line of lines) {
-      const m = /listening at (\S+?):? /.exec(line);
-      if (m) return m[1]!;
-    }
-    throw new Error('the simulator closed its output before it was ready');
-  })();
-  const baseUrl = await Promise.race([ready, exited]);
-  exited.catch(() => {});
+  const { baseUrl, child } = await spawnSimulator(CLI_PATH, simEnv);
   // The simulator timestamps arrivals, standing in for Tencent, whose servers do not share our
   // cores. At equal priority on a saturated 2-core machine its own scheduling delays bunch arrivals
   // together, so the one-second windows it counts are not the ones the mirror sent; ahead of the
@@ -91,17 +70,8 @@ export async function startSimulator(s: SimSettings): Promise<SimProcess> {
     // not permitted
   }
 
-  const request = async <T>(method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> => {
-    const res = await fetch(`${baseUrl}${path}`, {
-      method,
-      ...(body === undefined
-        ? {}
-        : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }),
-    });
-    if (!res.ok)
-      throw new Error(`simulator ${method} ${path} answered HTTP ${res.status}: ${await res.text()}`);
-    return (await res.json()) as T;
-  };
+  const request = <T>(method: 'GET' | 'POST', path: string, body?: unknown) =>
+    controlRequest<T>(baseUrl, method, path, body);
   const sim: SimProcess = {
     baseUrl,
     pid: child.pid!,

@@ -3,9 +3,6 @@
  * DATABASE_URL is unset. Generates an app, mirrors it, changes ~5% of it, mirrors again, proves the
  * mirror equals the source and answers four analytics questions from the analytics views.
  */
-import { type ChildProcess, spawn } from 'node:child_process';
-import { once } from 'node:events';
-import { createInterface } from 'node:readline';
 import { fileURLToPath } from 'node:url';
 import { type Kysely, sql } from 'kysely';
 import { passDepsFrom, timClientFrom } from '../app.js';
@@ -15,6 +12,7 @@ import { migrateToLatest } from '../db/migrate.js';
 import { createDb } from '../db/pool.js';
 import type { Database } from '../db/schema.js';
 import type { AccountTruth } from '../simulator/index.js';
+import { controlRequest, type SimulatorProcess, spawnSimulator } from '../simulator/process.js';
 import { type PassSummary, runPass } from '../sync/pass.js';
 import { diffAccount } from '../verify.js';
 import { type CommandContext, EXIT } from './context.js';
@@ -54,13 +52,13 @@ export async function demoCommand(ctx: CommandContext): Promise<number> {
   const db = createDb(url, { maxConnections: 16 });
   const client = timClientFrom(tim, sync);
   try {
-    const ids = (await simJson<{ accounts: string[] }>(baseUrl, 'GET', '/__sim/accounts')).accounts;
+    const ids = (await controlRequest<{ accounts: string[] }>(baseUrl, 'GET', '/__sim/accounts')).accounts;
     await migrateToLatest(db);
     await addAccounts(db, ids);
     out(`» migrations applied; ${ids.length} accounts added`);
 
     const first = await pass(ctx, db, client, tim, sync, 'first pass (full)');
-    const { changed } = await simJson<{ changed: string[] }>(baseUrl, 'POST', '/__sim/mutate', {
+    const { changed } = await controlRequest<{ changed: string[] }>(baseUrl, 'POST', '/__sim/mutate', {
       random: { fraction: 0.05, seed: 7 },
     });
     out(
@@ -85,7 +83,7 @@ export async function demoCommand(ctx: CommandContext): Promise<number> {
     let equal = 0;
     const problems: string[] = [];
     for (const id of ids) {
-      const truth = await simJson<AccountTruth>(
+      const truth = await controlRequest<AccountTruth>(
         baseUrl,
         'GET',
         `/__sim/truth?account=${encodeURIComponent(id)}`,
@@ -118,56 +116,19 @@ export async function demoCommand(ctx: CommandContext): Promise<number> {
  * Runs the simulator as its own process, as Tencent would be: the mirror's numbers then show the
  * mirror's own cost, not the simulator's CPU competing with it on the same event loop.
  */
-async function startSimulatorProcess(
-  ctx: CommandContext,
-  accounts: number,
-): Promise<{ baseUrl: string; child: ChildProcess }> {
-  const cli = fileURLToPath(new URL('../cli.js', import.meta.url));
-  const child = spawn(process.execPath, [cli, 'simulate'], {
-    env: {
-      ...process.env,
-      SIM_PORT: '0',
-      SIM_ACCOUNTS: String(accounts),
-      SIM_SEED: '20261125',
-      SIM_LATENCY_MS: '20',
-      SIM_RATE_LIMIT: '200',
-      TIM_SDKAPPID: String(DEMO_APP_ID),
-      TIM_SECRET_KEY: DEMO_SECRET,
-      LOG_LEVEL: 'warn',
-    },
-    stdio: ['ignore', 'pipe', 'pipe'],
+async function startSimulatorProcess(ctx: CommandContext, accounts: number): Promise<SimulatorProcess> {
+  const sim = await spawnSimulator(fileURLToPath(new URL('../cli.js', import.meta.url)), {
+    SIM_PORT: '0',
+    SIM_ACCOUNTS: String(accounts),
+    SIM_SEED: '20261125',
+    SIM_LATENCY_MS: '20',
+    SIM_RATE_LIMIT: '200',
+    TIM_SDKAPPID: String(DEMO_APP_ID),
+    TIM_SECRET_KEY: DEMO_SECRET,
+    LOG_LEVEL: 'warn',
   });
-  // Keep the simulator's last words for an error message; its shutdown notice is noise here.
-  let stderrTail = '';
-  child.stderr!.on('data', (d: Buffer) => {
-    stderrTail = (stderrTail + d.toString()).slice(-2000);
-  });
-  ctx.signal.addEventListener('abort', () => child.kill('SIGTERM'), { once: true });
-  const lines = createInterface({ input: child.stdout! });
-  const exited = once(child, 'exit').then(([code]) => {
-    throw new Error(`the simulator exited with code ${code} before it was ready: ${stderrTail.trim()}`);
-  });
-  const ready = (async () => {
-    for await (const line of lines) {
-      const m = /listening at (\S+?):? /.exec(line);
-      if (m) return m[1]!;
-    }
-    throw new Error('the simulator closed its output before it was ready');
-  })();
-  const baseUrl = await Promise.race([ready, exited]);
-  exited.catch(() => {});
-  return { baseUrl, child };
-}
-
-async function simJson<T>(baseUrl: string, method: 'GET' | 'POST', path: string, body?: unknown): Promise<T> {
-  const res = await fetch(`${baseUrl}${path}`, {
-    method,
-    ...(body === undefined
-      ? {}
-      : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }),
-  });
-  if (!res.ok) throw new Error(`simulator ${method} ${path} answered HTTP ${res.status}`);
-  return (await res.json()) as T;
+  ctx.signal.addEventListener('abort', () => sim.child.kill('SIGTERM'), { once: true });
+  return sim;
 }
 
 async function pass(

@@ -1,0 +1,67 @@
+/**
+ * The simulator as its own process (`friend-mirror simulate`), as the demo and the benchmark run
+ * it: Tencent does not share the mirror's event loop, so neither should its stand-in.
+ */
+import { type ChildProcess, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
+
+/** A started simulator process and the base URL it listens at. */
+export interface SimulatorProcess {
+  baseUrl: string;
+  child: ChildProcess;
+}
+
+/**
+ * Spawns `node <cliPath> simulate` with `env` added to this process's environment and resolves once
+ * it prints the address it listens at. Rejects with its last stderr output if it exits first.
+ */
+export async function spawnSimulator(
+  cliPath: string,
+  env: Record<string, string>,
+): Promise<SimulatorProcess> {
+  const child = spawn(process.execPath, [cliPath, 'simulate'], {
+    env: { ...process.env, ...env },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  // Kept for the error message; its shutdown notice is noise otherwise.
+  let stderrTail = '';
+  child.stderr!.on('data', (d: Buffer) => {
+    stderrTail = (stderrTail + d.toString()).slice(-2000);
+  });
+  const lines = createInterface({ input: child.stdout! });
+  const exited = once(child, 'exit').then(([code]) => {
+    throw new Error(`the simulator exited with code ${code} before it was ready: ${stderrTail.trim()}`);
+  });
+  const ready = (async () => {
+    for await (const line of lines) {
+      const m = /listening at (\S+?):? /.exec(line);
+      if (m) return m[1]!;
+    }
+    throw new Error('the simulator closed its output before it was ready');
+  })();
+  const baseUrl = await Promise.race([ready, exited]);
+  exited.catch(() => {});
+  return { baseUrl, child };
+}
+
+/**
+ * One request to the simulator's control API (`/__sim/…`), answered with JSON.
+ * @throws Error naming the path and status when it does not answer 2xx
+ */
+export async function controlRequest<T>(
+  baseUrl: string,
+  method: 'GET' | 'POST',
+  path: string,
+  body?: unknown,
+): Promise<T> {
+  const res = await fetch(`${baseUrl}${path}`, {
+    method,
+    ...(body === undefined
+      ? {}
+      : { body: JSON.stringify(body), headers: { 'content-type': 'application/json' } }),
+  });
+  if (!res.ok)
+    throw new Error(`simulator ${method} ${path} answered HTTP ${res.status}: ${await res.text()}`);
+  return (await res.json()) as T;
+}
