@@ -154,4 +154,19 @@ describe('analytics views and stats', () => {
     expect(r.out).toContain('last 24 h: 2 added, 1 removed, 1 changed');
     expect(r.out.some((l) => l.startsWith('top add sources: AddSource_Type_'))).toBe(true);
   });
+
+  // Last: it changes what the tests above count.
+  it('`stats` counts never-synced and resync-requested accounts as due, as `status` does', async () => {
+    await addAccounts(f.db, ['fresh-1', 'fresh-2']);
+    const r = await stats(['--json']);
+    const s = JSON.parse(r.out[0]!) as MirrorStats;
+    expect(s.sync.due).toBe(2);
+    const resync = await main(['resync', expected().ids[0]!], {
+      env: { DATABASE_URL: f.url, TIM_SDKAPPID: String(SDK_APP_ID), TIM_SECRET_KEY: SECRET },
+      log: silent,
+      out: () => {},
+    });
+    expect(resync).toBe(0);
+    expect((JSON.parse((await stats(['--json'])).out[0]!) as MirrorStats).sync.due).toBe(3);
+  });
 });

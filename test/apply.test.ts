@@ -7,6 +7,7 @@ import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { addAccounts, removeAccounts } from '../src/db/accounts.js';
 import { type AccountSnapshot, applySnapshot, readMirror, SnapshotConflictError } from '../src/db/friends.js';
+import { claimAccount } from '../src/db/leases.js';
 import { migrateToLatest } from '../src/db/migrate.js';
 import { createDb } from '../src/db/pool.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
@@ -19,9 +20,14 @@ let db: ReturnType<typeof createDb>;
  */
 let statements = 0;
 let counting = false;
+/** The text of each statement counted, to tell the one-statement first sync (`ok AS (`) apart. */
+let texts: string[] = [];
 const query = pg.Client.prototype.query;
 pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
-  if (counting) statements++;
+  if (counting) {
+    statements++;
+    texts.push(typeof args[0] === 'string' ? args[0] : '');
+  }
   return (query as (...a: unknown[]) => unknown).apply(this, args);
 } as typeof query;
 
@@ -37,8 +43,11 @@ afterAll(async () => {
 beforeEach(async () => {
   await db.deleteFrom('tim.accounts').execute();
   statements = 0;
+  texts = [];
   counting = false;
 });
+
+const triedOneStatement = () => texts.some((t) => t.includes('ok AS ('));
 
 /** Runs `work` with round trips counted. */
 async function count<T>(work: () => Promise<T>): Promise<T> {
@@ -55,9 +64,11 @@ function snapshot(
   friendIds: string[],
   base: number | null,
   next: number,
+  neverSynced = base === null,
 ): AccountSnapshot {
   return {
     accountId,
+    neverSynced,
     baseStandardSequence: base,
     baseCustomSequence: base,
     standardSequence: next,
@@ -86,6 +97,7 @@ describe('first sync', () => {
     await addAccounts(db, ['a']);
     const r = await count(() => applySnapshot(db, snapshot('a', ['x', 'y'], null, 5)));
     expect(statements).toBe(1);
+    expect(triedOneStatement()).toBe(true);
     expect(r).toEqual({
       friendsUpserted: 2,
       friendsDeleted: 0,
@@ -142,15 +154,16 @@ describe('first sync', () => {
     expect(Number(left.rows[0]!.n)).toBe(0);
   });
 
-  it('an account that still holds rows (a resync --full) goes the general way and ends exact', async () => {
+  it('a resync --full (synced before, sequences forgotten) goes the general way only, and ends exact', async () => {
     await addAccounts(db, ['a']);
     await applySnapshot(db, snapshot('a', ['x', 'y'], null, 5));
-    // `resync --full` forgets the sequences but keeps the rows.
+    // `resync --full` forgets the sequences but keeps the rows; the claim says it was synced before.
     await db.updateTable('tim.accounts').set({ standard_sequence: null, custom_sequence: null }).execute();
-    statements = 0;
-    const r = await count(() => applySnapshot(db, snapshot('a', ['y', 'z'], null, 6)));
-    // The one-statement attempt, then BEGIN, lock, friends, two tag categories, account, COMMIT.
-    expect(statements).toBeGreaterThan(1);
+    expect((await claimAccount(db, 'a', { owner: 't', leaseMs: 60_000 })) as object).toMatchObject({
+      neverSynced: false,
+    });
+    const r = await count(() => applySnapshot(db, snapshot('a', ['y', 'z'], null, 6, false)));
+    expect(triedOneStatement()).toBe(false);
     expect(r.friendsDeleted).toBe(1);
     expect((await readMirror(db, 'a')).map((f) => f.friendId)).toEqual(['y', 'z']);
     const tags = await db
@@ -160,5 +173,25 @@ describe('first sync', () => {
       .execute();
     expect(tags.map((t) => t.friend_id).sort()).toEqual(['y', 'y', 'z', 'z']);
     expect((await account('a')).standard_sequence).toBe(6);
+  });
+
+  it('a snapshot wrongly marked never synced, onto rows, still ends exact by the general way', async () => {
+    await addAccounts(db, ['a']);
+    await applySnapshot(db, snapshot('a', ['x', 'y'], null, 5));
+    await db.updateTable('tim.accounts').set({ standard_sequence: null, custom_sequence: null }).execute();
+    const r = await count(() => applySnapshot(db, snapshot('a', ['y', 'z'], null, 6, true)));
+    expect(triedOneStatement()).toBe(true);
+    expect(statements).toBeGreaterThan(1);
+    expect(r.friendsDeleted).toBe(1);
+    expect((await readMirror(db, 'a')).map((f) => f.friendId)).toEqual(['y', 'z']);
+  });
+
+  it('claims say whether the account was ever synced', async () => {
+    await addAccounts(db, ['a']);
+    expect(await claimAccount(db, 'a', { owner: 't', leaseMs: 60_000 })).toMatchObject({ neverSynced: true });
+    await applySnapshot(db, snapshot('a', ['x'], null, 5));
+    expect(await claimAccount(db, 'a', { owner: 't', leaseMs: 60_000 })).toMatchObject({
+      neverSynced: false,
+    });
   });
 });

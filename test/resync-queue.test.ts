@@ -76,10 +76,21 @@ describe('ResyncQueue', () => {
     expect(q.add(['b', 'c', 'd', 'e']).dropped).toBe(1);
     expect(q.add(['b']).dropped).toBe(0);
     calls[0]!.resolve();
+    await tick();
+    expect(calls[1]!.ids).toEqual(['b', 'c', 'd']);
+    calls[1]!.resolve();
     await q.close();
   });
 
-  it('close(): no more writes; waiters left get false', async () => {
+  it('every add between two writes shares one promise, so a burst costs no memory per callback', () => {
+    const { mark } = manualMark();
+    const q = new ResyncQueue({ mark });
+    q.add(['a']);
+    const adds = Array.from({ length: 1_000 }, () => q.add(['a']).written);
+    expect(new Set(adds).size).toBe(1);
+  });
+
+  it('close(): writes what is pending once more, then takes nothing', async () => {
     const { calls, mark } = manualMark();
     const q = new ResyncQueue({ mark });
     const a = q.add(['a']);
@@ -87,11 +98,30 @@ describe('ResyncQueue', () => {
     const b = q.add(['b']);
     const closing = q.close();
     calls[0]!.resolve();
+    await tick();
+    expect(calls.map((c) => c.ids)).toEqual([['a'], ['b']]);
+    calls[1]!.resolve();
     await closing;
     expect(await a.written).toBe(true);
-    expect(await b.written).toBe(false);
-    expect(calls).toHaveLength(1);
+    expect(await b.written).toBe(true);
     expect(q.add(['c'])).toMatchObject({ dropped: 1 });
+    expect(calls).toHaveLength(2);
+  });
+
+  it('close(): when the last try fails too, its adds get false and nothing is retried', async () => {
+    const { calls, mark } = manualMark();
+    const q = new ResyncQueue({ mark });
+    const a = q.add(['a']);
+    const closing = q.close();
+    await tick();
+    // The write in progress fails; closing tries once more, and that fails too.
+    calls[0]!.reject(new Error('database down'));
+    await tick();
+    calls[1]!.reject(new Error('database down'));
+    await closing;
+    expect(await a.written).toBe(false);
+    await new Promise((r) => setTimeout(r, 400));
+    expect(calls).toHaveLength(2);
   });
 });
 

@@ -93,7 +93,8 @@ export function snapshotFor(store: FriendStore, accountId: string): AccountSnaps
   const decoded = decodeFriendGetResponse(body);
   return snapshotFromPull(
     accountId,
-    { standardSequence: null, customSequence: null },
+    // A first sync, as the sweep's: the apply takes its one-statement path.
+    { standardSequence: null, customSequence: null, neverSynced: true },
     {
       standardSequence: decoded.standardSequence,
       customSequence: decoded.customSequence,
@@ -179,7 +180,8 @@ export async function runCeiling(adminUrl: string, s: CeilingSettings): Promise<
     let rowsWritten = 0;
     const again = await timed(name, rows, async () => {
       for (const snap of snaps) {
-        const r = await applySnapshot(db, snap);
+        // As a `resync --full` pulls it: from no sequences, onto an account synced before.
+        const r = await applySnapshot(db, { ...snap, neverSynced: false });
         rowsWritten += r.friendsUpserted + r.friendsDeleted + r.tagsUpserted + r.tagsDeleted;
       }
     });

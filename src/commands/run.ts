@@ -123,8 +123,10 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
     claim: async (limit) => {
       if (orphaned.size > 0) {
         // The database is reachable again (or this would throw): hand those accounts back first.
-        await releaseLeases(db, replicaId, [...orphaned]);
-        orphaned.clear();
+        // Only these: syncs cut off while this release runs add theirs for the next claim.
+        const ids = [...orphaned];
+        await releaseLeases(db, replicaId, ids);
+        for (const id of ids) orphaned.delete(id);
       }
       return claimDueAccounts(db, {
         owner: replicaId,
@@ -314,12 +316,14 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
     clearInterval(summaryTimer);
     loopDelay.disable();
     background.abort();
+    // Webhooks first: Tencent has had its OK for every mark still queued and will not send them
+    // again, so the receiver stops taking new ones and the queue writes what it holds.
+    await callbackServer?.close();
+    await markQueue.close();
     await budgetRun;
     const released = await releaseLeases(db, replicaId).catch(() => 0);
     await leaveReplicas(db, replicaId).catch(() => {});
     await listener.close();
-    await callbackServer?.close();
-    await markQueue.close();
     await admin.close();
     await limiter.stop();
     await client.close();

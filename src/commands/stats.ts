@@ -36,7 +36,10 @@ export interface MirrorStats {
   };
 }
 
-/** Reads {@link MirrorStats}; a handful of queries, each an index or small-table scan except the friend totals. */
+/**
+ * Reads {@link MirrorStats} in a handful of queries. `tim.accounts` answers the friend total; the tag
+ * total, the mutual pairs (a self-join of `tim.friends`) and the add sources scan their tables.
+ */
 export async function readStats(db: Kysely<Database>, topSources = 5): Promise<MirrorStats> {
   const byStatus = await countByStatus(db);
   const totals = await sql<{ friends: number; tags: number; mutual: number }>`
@@ -54,7 +57,7 @@ export async function readStats(db: Kysely<Database>, topSources = 5): Promise<M
     LEFT JOIN tim.friend_events e ON e.observed_at > now() - w.span AND e.kind <> 'baseline'
     GROUP BY w.w`.execute(db);
   const health = await sql<{ due: number; lag: number | null; oldest: number | null; failing: number }>`
-    SELECT count(*) FILTER (WHERE overdue > interval '0') AS due,
+    SELECT count(*) FILTER (WHERE next_sync_at <= now() AND status NOT IN ('disabled', 'missing')) AS due,
            extract(epoch FROM max(overdue))::float8 AS lag,
            extract(epoch FROM max(since_last_sync) FILTER (WHERE status NOT IN ('disabled', 'missing')))::float8 AS oldest,
            count(*) FILTER (WHERE status = 'failing') AS failing

@@ -11,6 +11,8 @@ export interface AccountSyncState {
   standardSequence: number | null;
   customSequence: number | null;
   status: AccountStatus;
+  /** No sync of the account has succeeded yet (`last_synced_at` is null). */
+  neverSynced?: boolean;
   /**
    * The claim found the account due for reconciliation: pull with no sequences (every page, as
    * `resync --full` does) on top of the stored ones, so the apply repairs whatever they missed.
@@ -100,7 +102,7 @@ export async function selectAccounts(
 ): Promise<AccountSyncState[]> {
   let q = db
     .selectFrom('tim.accounts')
-    .select(['account_id', 'standard_sequence', 'custom_sequence', 'status'])
+    .select(['account_id', 'standard_sequence', 'custom_sequence', 'status', 'last_synced_at'])
     .orderBy('account_id');
   if (sel.kind === 'ids') {
     if (sel.ids.length === 0) return [];
@@ -115,6 +117,7 @@ export async function selectAccounts(
     standardSequence: r.standard_sequence,
     customSequence: r.custom_sequence,
     status: r.status,
+    neverSynced: r.last_synced_at === null,
   }));
 }
 

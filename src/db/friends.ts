@@ -13,7 +13,7 @@
  * write the rows, so history and mirror commit or vanish together. An account's first sync records
  * one `baseline` row instead of a row per friend.
  */
-import { type Kysely, type RawBuilder, sql, type Transaction } from 'kysely';
+import { type Kysely, sql, type Transaction } from 'kysely';
 import pLimit, { type LimitFunction } from 'p-limit';
 import { afterSync } from './accounts.js';
 import type { Database } from './schema.js';
@@ -45,6 +45,11 @@ export interface AccountSnapshot {
   /** The sequences the pull was made with (what the mirror held when it started). */
   baseStandardSequence: number | null;
   baseCustomSequence: number | null;
+  /**
+   * The account had never been synced when its pull started: the apply tries the one-statement
+   * first sync. Without it the general path writes the same rows, in more round trips.
+   */
+  neverSynced?: boolean;
   /** The sequences the server reported for this pull. */
   standardSequence: number;
   customSequence: number;
@@ -70,8 +75,7 @@ function nextSyncAt(s: NextSync) {
 }
 
 /**
- * How many {@link applySnapshot}s run at once per database handle, unless
- * {@link setApplyConcurrency} says otherwise.
+ * How many {@link applySnapshot}s run at once per database handle.
  *
  * An apply is a burst of Postgres CPU: inserts and index maintenance. More of them
  * at once than the server has cores to give only adds lock and cache contention; on the 2-core
@@ -82,20 +86,6 @@ function nextSyncAt(s: NextSync) {
 export const DEFAULT_APPLY_CONCURRENCY = 4;
 
 const applyGates = new WeakMap<Kysely<Database>, LimitFunction>();
-
-/**
- * Sets how many applies run at once on `db` (the process's pool): about the cores Postgres can
- * spend on this process's writes. Applies already waiting keep their place.
- *
- * @example
- * const db = createDb(url, { maxConnections: 16 });
- * setApplyConcurrency(db, 8); // Postgres on its own 8-core host
- */
-export function setApplyConcurrency(db: Kysely<Database>, applies: number): void {
-  const gate = applyGates.get(db);
-  if (gate) gate.concurrency = applies;
-  else applyGates.set(db, pLimit(applies));
-}
 
 function applyGate(db: Kysely<Database>): LimitFunction {
   let gate = applyGates.get(db);
@@ -154,7 +144,7 @@ export async function applySnapshot(
 }
 
 /** The columns of `tim.accounts` every successful apply writes, besides the data's own. */
-function syncedColumns(snap: AccountSnapshot, friendCount: RawBuilder<number> | number, schedule: NextSync) {
+function syncedColumns(snap: AccountSnapshot, friendCount: number, schedule: NextSync) {
   return {
     standard_sequence: snap.standardSequence,
     custom_sequence: snap.customSequence,
@@ -168,9 +158,18 @@ function syncedColumns(snap: AccountSnapshot, friendCount: RawBuilder<number> | 
   };
 }
 
-/** A pull from zero sequences with both categories: the shape of an account's first sync. */
+/**
+ * An account never synced, pulled from zero sequences: the one-statement path is worth trying. A
+ * `resync --full` also pulls from zero sequences, but onto rows the one statement would refuse, so
+ * sending it the whole snapshot first would only send it twice.
+ */
 function isFirstSync(snap: AccountSnapshot): boolean {
-  return snap.baseStandardSequence === null && snap.baseCustomSequence === null && !!snap.standard;
+  return (
+    snap.neverSynced === true &&
+    snap.baseStandardSequence === null &&
+    snap.baseCustomSequence === null &&
+    !!snap.standard
+  );
 }
 
 /**
@@ -222,25 +221,9 @@ async function insertFirstSync(
     ), ok AS (
       SELECT 1 FROM a
       WHERE a.fresh AND a.standard_sequence IS NULL AND a.custom_sequence IS NULL
-    ), f AS (
-      INSERT INTO tim.friends (account_id, friend_id, remark, groups, add_source, add_wording, add_time)
-      SELECT ${snap.accountId}, r.* FROM (${friendRows(friends)}) AS r WHERE EXISTS (SELECT 1 FROM ok)
-      RETURNING 1
-    ), t AS (
-      INSERT INTO tim.friend_tags (account_id, friend_id, tag, value, category)
-      SELECT ${snap.accountId}, r.friend_id, r.tag, r.value, 'standard' FROM (${tagRows(snap.standard?.tags ?? [])}) AS r
-      WHERE EXISTS (SELECT 1 FROM ok)
-      UNION ALL
-      SELECT ${snap.accountId}, r.friend_id, r.tag, r.value, 'custom' FROM (${tagRows(snap.custom?.tags ?? [])}) AS r
-      WHERE EXISTS (SELECT 1 FROM ok)
-      RETURNING 1
-    ), e AS (
-      INSERT INTO tim.friend_events (account_id, kind, changed, standard_sequence, custom_sequence)
-      SELECT ${snap.accountId}, 'baseline', jsonb_build_object('friend_count', ${friends.length}::int),
-             ${snap.standardSequence}, ${snap.customSequence}
-      FROM ok
-      RETURNING 1
-    ), u AS (${update})
+    ), ${insertRows(snap, sql`WHERE EXISTS (SELECT 1 FROM ok)`)},
+    e AS (${baselineEvent(snap, friends.length, sql`FROM ok`)} RETURNING 1),
+    u AS (${update})
     SELECT EXISTS (SELECT 1 FROM a) AS found, (SELECT standard_sequence FROM a) AS standard_sequence,
            (SELECT custom_sequence FROM a) AS custom_sequence, coalesce((SELECT fresh FROM a), false) AS fresh,
            (SELECT count(*) FROM f) AS friends, (SELECT count(*) FROM t) AS tags`.execute(db);
@@ -447,11 +430,38 @@ async function recordBaseline(
   snap: AccountSnapshot,
   friendCount: number,
 ): Promise<number> {
-  await sql`
-    INSERT INTO tim.friend_events (account_id, kind, changed, standard_sequence, custom_sequence)
-    VALUES (${snap.accountId}, 'baseline', jsonb_build_object('friend_count', ${friendCount}::int),
-            ${snap.standardSequence}, ${snap.customSequence})`.execute(trx);
+  await baselineEvent(snap, friendCount).execute(trx);
   return 1;
+}
+
+/** The history's baseline row: the account's friend count, with the snapshot's sequences. */
+function baselineEvent(snap: AccountSnapshot, friendCount: number, from = sql``) {
+  return sql`INSERT INTO tim.friend_events (account_id, kind, changed, standard_sequence, custom_sequence)
+    SELECT ${snap.accountId}, 'baseline', jsonb_build_object('friend_count', ${friendCount}::int),
+           ${snap.standardSequence}, ${snap.customSequence} ${from}`;
+}
+
+/**
+ * CTEs `fr` and `tg` (the snapshot's friend and tag rows) and `f` and `t` (their INSERTs, each
+ * `RETURNING 1`), for a statement that writes an account holding no rows. `where` gates both
+ * inserts. Postgres inlines `fr` and `tg` when they are read once and materialises them when the
+ * statement reads them again (the history's `added` rows).
+ */
+function insertRows(snap: AccountSnapshot, where = sql``) {
+  return sql`fr AS (${friendRows(snap.standard?.friends ?? [])}),
+    tg AS (
+      SELECT r.*, 'standard' AS category FROM (${tagRows(snap.standard?.tags ?? [])}) AS r
+      UNION ALL
+      SELECT r.*, 'custom' FROM (${tagRows(snap.custom?.tags ?? [])}) AS r
+    ), f AS (
+      INSERT INTO tim.friends (account_id, friend_id, remark, groups, add_source, add_wording, add_time)
+      SELECT ${snap.accountId}, r.* FROM fr AS r ${where}
+      RETURNING 1
+    ), t AS (
+      INSERT INTO tim.friend_tags (account_id, friend_id, tag, value, category)
+      SELECT ${snap.accountId}, r.friend_id, r.tag, r.value, r.category FROM tg AS r ${where}
+      RETURNING 1
+    )`;
 }
 
 /**
@@ -497,9 +507,7 @@ async function insertAll(
 ): Promise<Pick<ApplyResult, 'friendsUpserted' | 'tagsUpserted' | 'events'>> {
   const friends = snap.standard?.friends ?? [];
   const events = baseline
-    ? sql`INSERT INTO tim.friend_events (account_id, kind, changed, standard_sequence, custom_sequence)
-      VALUES (${snap.accountId}, 'baseline', jsonb_build_object('friend_count', ${friends.length}::int),
-              ${snap.standardSequence}, ${snap.customSequence})`
+    ? baselineEvent(snap, friends.length)
     : sql`INSERT INTO tim.friend_events (account_id, friend_id, kind, changed, standard_sequence, custom_sequence)
       SELECT ${snap.accountId}, r.friend_id, 'added',
              ${friendChanges(sql`'{}'::jsonb`, friendJson('r'))} || coalesce(g.c, '{}'::jsonb),
@@ -508,23 +516,9 @@ async function insertAll(
         SELECT friend_id, jsonb_object_agg(tag, jsonb_build_object('new', value)) AS c FROM tg GROUP BY friend_id
       ) AS g USING (friend_id)
       ORDER BY r.friend_id COLLATE "C"`;
-  // Without history rows per friend the row sets are read once, inline, as before.
-  const materialized = baseline ? sql`` : sql`MATERIALIZED`;
   const res = await sql<{ a: string; b: string; e: string }>`
-    WITH fr AS ${materialized} (${friendRows(friends)}),
-    tg AS ${materialized} (
-      SELECT r.*, 'standard' AS category FROM (${tagRows(snap.standard?.tags ?? [])}) AS r
-      UNION ALL
-      SELECT r.*, 'custom' FROM (${tagRows(snap.custom?.tags ?? [])}) AS r
-    ), f AS (
-      INSERT INTO tim.friends (account_id, friend_id, remark, groups, add_source, add_wording, add_time)
-      SELECT ${snap.accountId}, r.* FROM fr AS r
-      RETURNING 1
-    ), t AS (
-      INSERT INTO tim.friend_tags (account_id, friend_id, tag, value, category)
-      SELECT ${snap.accountId}, r.friend_id, r.tag, r.value, r.category FROM tg AS r
-      RETURNING 1
-    ), e AS (${events} RETURNING 1)
+    WITH ${insertRows(snap)},
+    e AS (${events} RETURNING 1)
     SELECT (SELECT count(*) FROM f) AS a, (SELECT count(*) FROM t) AS b, (SELECT count(*) FROM e) AS e`.execute(
     trx,
   );

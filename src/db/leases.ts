@@ -36,6 +36,7 @@ type Row = {
   standard_sequence: number | null;
   custom_sequence: number | null;
   status: string;
+  never_synced: boolean;
   reconcile: boolean | null;
 };
 
@@ -45,6 +46,7 @@ function toState(r: Row): AccountSyncState {
     standardSequence: r.standard_sequence,
     customSequence: r.custom_sequence,
     status: r.status as AccountSyncState['status'],
+    neverSynced: r.never_synced,
     ...(r.reconcile === true ? { reconcile: true } : {}),
   };
 }
@@ -122,9 +124,8 @@ export async function claimDueAccounts(
         next_sync_at = now() + ${opts.leaseMs}::float8 * interval '1 millisecond',
         ${reconcile.set}
     FROM due WHERE a.account_id = due.account_id
-    RETURNING a.account_id, a.standard_sequence, a.custom_sequence, a.status, ${reconcile.flag} AS reconcile`.execute(
-    db,
-  );
+    RETURNING a.account_id, a.standard_sequence, a.custom_sequence, a.status,
+              a.last_synced_at IS NULL AS never_synced, ${reconcile.flag} AS reconcile`.execute(db);
   return res.rows.map(toState);
 }
 
@@ -146,9 +147,8 @@ export async function claimAccount(
         lease_expires_at = now() + ${opts.leaseMs}::float8 * interval '1 millisecond',
         ${reconcile.set}
     WHERE a.account_id = ${accountId} AND (a.lease_expires_at IS NULL OR a.lease_expires_at <= now())
-    RETURNING a.account_id, a.standard_sequence, a.custom_sequence, a.status, ${reconcile.flag} AS reconcile`.execute(
-    db,
-  );
+    RETURNING a.account_id, a.standard_sequence, a.custom_sequence, a.status,
+              a.last_synced_at IS NULL AS never_synced, ${reconcile.flag} AS reconcile`.execute(db);
   const row = res.rows[0];
   if (row) return toState(row);
   const exists = await db

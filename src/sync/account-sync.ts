@@ -116,7 +116,11 @@ export async function syncAccount(
           }
           outcome.result = 'unchanged';
         } else {
-          const snapshot = snapshotFromPull(state.accountId, base, pull);
+          const snapshot = snapshotFromPull(
+            state.accountId,
+            { ...base, neverSynced: state.neverSynced === true },
+            pull,
+          );
           const applied = await applySnapshot(deps.db, snapshot, deps.nextSync);
           outcome.friendsWritten = applied.friendsUpserted + applied.friendsDeleted;
           outcome.tagsWritten = applied.tagsUpserted + applied.tagsDeleted;

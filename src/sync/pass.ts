@@ -99,8 +99,8 @@ export function limitedCall(
 
 /**
  * Syncs `accounts` once each. An account's failure is recorded on it and counted; only errors that
- * concern every account (bad configuration, UserSig lockout, shutdown) stop the pass, and then no
- * further call is made.
+ * concern every account (bad configuration, a UserSig lockout that outlasted every retry's 61 s
+ * pause, shutdown) stop the pass, and then no further call is made.
  */
 export async function runPass(deps: PassDeps, accounts: readonly AccountSyncState[]): Promise<PassSummary> {
   const started = performance.now();

@@ -6,8 +6,9 @@
  * Ids wait in a set, so a burst of callbacks for one account becomes one pending id and one
  * database write; every flush writes all pending ids in one call. While a flush runs, new ids wait
  * for the next one. A failed flush puts its ids back and is retried with backoff until the queue
- * is closed, so a database outage delays marks instead of losing them (unless the process stops:
- * then the scheduled pulls, `SYNC_INTERVAL`, still catch the change).
+ * is closed, so a database outage delays marks instead of losing them. Closing tries one last
+ * write; what that cannot write (the database is down as the process stops) is left to the
+ * scheduled pulls (`SYNC_INTERVAL`), which still catch the change.
  */
 
 /** Options of {@link ResyncQueue}. */
@@ -31,19 +32,26 @@ export interface Enqueued {
   written: Promise<boolean>;
 }
 
-interface Waiter {
-  epoch: number;
+/** The promise every add between two flushes shares: one per flush, however many callbacks came. */
+interface NextFlush {
+  written: Promise<boolean>;
   resolve: (written: boolean) => void;
+}
+
+function nextFlush(): NextFlush {
+  let resolve: (written: boolean) => void = () => {};
+  const written = new Promise<boolean>((r) => {
+    resolve = r;
+  });
+  return { written, resolve };
 }
 
 /** See the module comment. */
 export class ResyncQueue {
   readonly #o: Required<Omit<ResyncQueueOptions, 'onError'>> & Pick<ResyncQueueOptions, 'onError'>;
   #pending = new Set<string>();
-  /** Bumped by every add; a flush writes everything added up to the epoch it saw. */
-  #epoch = 0;
-  #writtenEpoch = 0;
-  #waiters: Waiter[] = [];
+  /** Settles when the ids now pending are written; the next flush takes it with them. */
+  #next: NextFlush | undefined;
   #flushing: Promise<void> | undefined;
   #failures = 0;
   #retryTimer: NodeJS.Timeout | undefined;
@@ -67,18 +75,24 @@ export class ResyncQueue {
       if (this.#pending.size >= this.#o.maxPending) dropped++;
       else this.#pending.add(id);
     }
-    const epoch = ++this.#epoch;
-    const written = new Promise<boolean>((resolve) => this.#waiters.push({ epoch, resolve }));
+    this.#next ??= nextFlush();
+    const { written } = this.#next;
     this.#kick();
     return { dropped, written };
   }
 
-  /** Stops: no new flush or retry starts; waits for a flush in progress. Waiters left get `false`. */
+  /**
+   * Stops: no new flush or retry starts; waits for a flush in progress, then tries once to write
+   * what is still pending. Adds that this could not write get `false`.
+   */
   async close(): Promise<void> {
     this.#closed = true;
     clearTimeout(this.#retryTimer);
+    this.#retryTimer = undefined;
     await this.#flushing;
-    for (const w of this.#waiters.splice(0)) w.resolve(false);
+    if (this.#pending.size > 0) await this.#flush();
+    this.#next?.resolve(false);
+    this.#next = undefined;
   }
 
   #kick(): void {
@@ -91,14 +105,22 @@ export class ResyncQueue {
 
   async #flush(): Promise<void> {
     const ids = [...this.#pending];
-    const epoch = this.#epoch;
+    const done = this.#next;
     // Ids added during the write stay pending for the next flush; these are taken now.
     this.#pending = new Set();
+    this.#next = undefined;
     try {
       await this.#o.mark(ids);
     } catch (err) {
       // Put them back, keeping anything added meanwhile; the cap may drop some when full.
       for (const id of ids) if (this.#pending.size < this.#o.maxPending) this.#pending.add(id);
+      // Their adds now wait for the next flush, together with the adds made meanwhile.
+      if (done) {
+        // (Adds during the write may have started a new one; TypeScript cannot see them.)
+        const later = this.#next as NextFlush | undefined;
+        if (later) void later.written.then(done.resolve);
+        else this.#next = done;
+      }
       this.#failures++;
       const delay = Math.min(this.#o.retryCapMs, this.#o.retryBaseMs * 2 ** Math.min(this.#failures - 1, 16));
       this.#o.onError?.(err, this.#pending.size, delay);
@@ -112,12 +134,6 @@ export class ResyncQueue {
       return;
     }
     this.#failures = 0;
-    this.#writtenEpoch = epoch;
-    const still: Waiter[] = [];
-    for (const w of this.#waiters) {
-      if (w.epoch <= this.#writtenEpoch) w.resolve(true);
-      else still.push(w);
-    }
-    this.#waiters = still;
+    done?.resolve(true);
   }
 }

@@ -16,7 +16,7 @@ const COLUMN_TAGS = new Set<string>(Object.values(STANDARD_TAGS));
  */
 export function snapshotFromPull(
   accountId: string,
-  base: { standardSequence: number | null; customSequence: number | null },
+  base: { standardSequence: number | null; customSequence: number | null; neverSynced?: boolean },
   pull: PullResult,
 ): AccountSnapshot {
   const friends: FriendRow[] = [];
@@ -64,6 +64,7 @@ export function snapshotFromPull(
     accountId,
     baseStandardSequence: base.standardSequence,
     baseCustomSequence: base.customSequence,
+    ...(base.neverSynced ? { neverSynced: true } : {}),
     standardSequence: pull.standardSequence,
     customSequence: pull.customSequence,
   };
