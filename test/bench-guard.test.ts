@@ -51,14 +51,26 @@ describe('evaluateGuard', () => {
 
   it('fails when nothing could be measured', () => {
     expect(evaluateGuard({ ...healthy, sustainedRate: Number.NaN }, 200).ok).toBe(false);
-    expect(evaluateGuard({ ...healthy, sustainedRate: Number.NaN }, 200, 1).ok).toBe(false);
+    expect(evaluateGuard({ ...healthy, sustainedRate: Number.NaN }, 200, { foreignCores: 1 }).ok).toBe(false);
   });
 
   it('calls a slow sweep inconclusive, not failed, when other processes took the CPU', () => {
     const slow = { ...healthy, sustainedRate: 120 };
-    expect(evaluateGuard(slow, 200, 0.1)).toMatchObject({ ok: false, inconclusive: false });
-    expect(evaluateGuard(slow, 200, 0.9)).toMatchObject({ ok: true, inconclusive: true });
+    expect(evaluateGuard(slow, 200, { foreignCores: 0.1 })).toMatchObject({ ok: false, inconclusive: false });
+    expect(evaluateGuard(slow, 200, { foreignCores: 0.9 })).toMatchObject({ ok: true, inconclusive: true });
     // Going over the limit is never excused.
-    expect(evaluateGuard({ ...slow, maxInAnySecond: 250 }, 200, 0.9).ok).toBe(false);
+    expect(evaluateGuard({ ...slow, maxInAnySecond: 250 }, 200, { foreignCores: 0.9 }).ok).toBe(false);
+  });
+
+  it('fails a breakdown even on a busy machine, and a sweep that lost accounts at any rate', () => {
+    expect(evaluateGuard({ ...healthy, sustainedRate: 60 }, 200, { foreignCores: 0.9 })).toMatchObject({
+      ok: false,
+      inconclusive: false,
+    });
+    const sweep = { exitCode: 0, failed: 0, friendRows: 100 };
+    expect(evaluateGuard(healthy, 200, { sweep }).ok).toBe(true);
+    expect(evaluateGuard(healthy, 200, { sweep: { ...sweep, exitCode: 1 } }).ok).toBe(false);
+    expect(evaluateGuard(healthy, 200, { sweep: { ...sweep, failed: 3 } }).ok).toBe(false);
+    expect(evaluateGuard(healthy, 200, { sweep: { ...sweep, friendRows: 0 } }).ok).toBe(false);
   });
 });

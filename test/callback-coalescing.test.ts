@@ -125,6 +125,7 @@ describe('webhooks → pulls', () => {
     fx.store.setStandardTag('alice', 'carol', 'Tag_SNS_IM_Remark', 'first change');
     await requestResync(fx.db, { ids: ['alice'] }, { full: false });
 
+    let leasedDuringPull: unknown;
     await runDue((call, accountId) => async (req) => {
       const page = await call(req);
       if (accountId === 'alice' && !held) {
@@ -139,16 +140,24 @@ describe('webhooks → pulls', () => {
           fx.store.removeFriend('alice', `burst_${i}`);
           await fx.sim.callbacksIdle();
         }
-        const leased = await fx.db
+        // Read here, asserted after the pass: an expect thrown inside the pull would only fail
+        // this sync, which the resync mark would then repeat, and the test would still pass.
+        leasedDuringPull = await fx.db
           .selectFrom('tim.accounts')
           .select(['lease_owner', 'priority'])
           .where('account_id', '=', 'alice')
           .executeTakeFirstOrThrow();
-        expect(leased).toEqual({ lease_owner: 'test', priority: 0 });
       }
       return page;
     });
     expect(held).toBe(true);
+    expect(leasedDuringPull).toEqual({ lease_owner: 'test', priority: 0 });
+    const alice = await fx.db
+      .selectFrom('tim.accounts')
+      .select(['failures', 'status'])
+      .where('account_id', '=', 'alice')
+      .executeTakeFirstOrThrow();
+    expect(alice).toEqual({ failures: 0, status: 'ok' });
     expect(pulls('alice')).toBe(2);
     expect(pulls('bob')).toBe(1);
     const friends = await fx.db

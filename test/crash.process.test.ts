@@ -217,10 +217,12 @@ describe('SIGKILL at random moments', () => {
       const check = await checkMirror(db, history);
       checkMs += Date.now() - checkStarted;
       checkStarted = Date.now();
-      expect(check.problems, `after kill ${round} (${delay} ms)`).toEqual([]);
+      expect(check.problems, `after kill ${round} (${delay} ms), CRASH_TEST_SEED=${SEED}`).toEqual([]);
       const replayed = await checkReplay(db, history);
       checkMs += Date.now() - checkStarted;
-      expect(replayed.problems, `history after kill ${round} (${delay} ms)`).toEqual([]);
+      expect(replayed.problems, `history after kill ${round} (${delay} ms), CRASH_TEST_SEED=${SEED}`).toEqual(
+        [],
+      );
 
       const work = await accountsWithWork();
       const firstCall = sim.calls().find((c) => c.at >= spawnedAt);
@@ -265,7 +267,7 @@ describe('SIGKILL at random moments', () => {
     expect(exit, last.tail()).toEqual({ code: 0, signal: null });
 
     const final = await checkMirror(db, history, { final: true });
-    expect(final.problems).toEqual([]);
+    expect(final.problems, `CRASH_TEST_SEED=${SEED}`).toEqual([]);
     expect(final.withSequences).toBe(history.store.size);
     expect(final.atCurrent).toBe(history.store.size);
     expect(final.friendRows).toBe(history.store.totalFriends());
@@ -273,10 +275,6 @@ describe('SIGKILL at random moments', () => {
     expect(finalHistory.problems).toEqual([]);
     expect(finalHistory.replayed).toBe(history.store.size);
     expect(killsBeforeEvents).toBeGreaterThan(0);
-    const dupes = await sql<{ n: number }>`
-      SELECT count(*)::int AS n FROM (
-        SELECT account_id, friend_id FROM tim.friends GROUP BY 1, 2 HAVING count(*) > 1) d`.execute(db);
-    expect(dupes.rows[0]?.n).toBe(0);
 
     const seconds = ((Date.now() - started) / 1000).toFixed(1);
     console.log(`[crash] rounds:\n  ${rounds.join('\n  ')}`);

@@ -8,6 +8,7 @@
  */
 import { setPriority } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
+import { percentile } from '../bench/lib/percentile.js';
 import { addAccounts } from '../src/db/accounts.js';
 import { migrateToLatest } from '../src/db/migrate.js';
 import { createDb } from '../src/db/pool.js';
@@ -27,10 +28,6 @@ const BOUND_MS = 2_000;
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 const id = (i: number) => `user_${String(i).padStart(5, '0')}`;
-
-function percentile(sorted: readonly number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)]!;
-}
 
 describe('webhook → mirror, with the daemon at its rate limit', () => {
   let database: TestDatabase;

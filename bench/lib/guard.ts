@@ -22,25 +22,49 @@ export interface GuardVerdict {
  */
 export const MAX_FOREIGN_CPU_CORES = 0.3;
 
-/**
- * Decides the guard. `rateLimit` is the quota the sweep ran under; `foreignCores` is the CPU other
- * processes used meanwhile.
- */
+/** Below this share of the quota a sweep failed, however busy the machine was. */
+export const BREAKDOWN_UTILISATION = 0.5;
+
+/** What the sweep's mirror process reported: a sweep that lost accounts fails whatever its rate. */
+export interface SweepOutcome {
+  exitCode: number;
+  failed: number;
+  friendRows: number;
+}
+
+/** Options of {@link evaluateGuard}. */
+export interface GuardOptions {
+  /** CPU (cores) other processes used during the sweep. */
+  foreignCores?: number;
+  /** Default 0.8. */
+  minUtilisation?: number;
+  sweep?: SweepOutcome;
+}
+
+/** Decides the guard. `rateLimit` is the quota the sweep ran under. */
 export function evaluateGuard(
   calls: Pick<CallStats, 'sustainedRate' | 'sustainedSeconds' | 'maxInAnySecond' | 'rateLimited'>,
   rateLimit: number,
-  foreignCores = 0,
-  minUtilisation = 0.8,
+  opts: GuardOptions = {},
 ): GuardVerdict & { inconclusive: boolean } {
+  const { foreignCores = 0, minUtilisation = 0.8, sweep } = opts;
   const lines: string[] = [];
   let ok = true;
   let inconclusive = false;
+  if (sweep && (sweep.exitCode !== 0 || sweep.failed !== 0 || !(sweep.friendRows > 0))) {
+    ok = false;
+    lines.push(
+      `FAIL the sweep itself: exit code ${sweep.exitCode}, ${sweep.failed} account(s) failed, ${sweep.friendRows} friend rows in the mirror`,
+    );
+  } else if (sweep) {
+    lines.push(`ok   every account synced (exit code 0), ${sweep.friendRows} friend rows in the mirror`);
+  }
   const utilisation = calls.sustainedRate / rateLimit;
   if (!(utilisation >= minUtilisation)) {
     const what =
       `utilisation while work remained ${(utilisation * 100).toFixed(1)}% of ${rateLimit}/s ` +
       `(over ${calls.sustainedSeconds.toFixed(1)} s) is below ${(minUtilisation * 100).toFixed(0)}%`;
-    if (foreignCores > MAX_FOREIGN_CPU_CORES && Number.isFinite(utilisation)) {
+    if (foreignCores > MAX_FOREIGN_CPU_CORES && utilisation >= BREAKDOWN_UTILISATION) {
       inconclusive = true;
       lines.push(
         `warn ${what}, but other processes used ${foreignCores.toFixed(2)} cores meanwhile: inconclusive`,

@@ -23,6 +23,7 @@ import { addAccounts } from '../../src/db/accounts.js';
 import { migrateToLatest } from '../../src/db/migrate.js';
 import { createDb } from '../../src/db/pool.js';
 import type { Database } from '../../src/db/schema.js';
+import { percentile } from '../lib/percentile.js';
 import { createScratchDatabase } from '../lib/postgres.js';
 import { CLI_PATH, type SimSettings, startSimulator } from '../lib/simulator.js';
 
@@ -213,12 +214,6 @@ async function waitUntil(cond: () => Promise<boolean>, timeoutMs: number, everyM
     await sleep(everyMs);
   }
   return false;
-}
-
-/** The p-th percentile (0–100) of sorted values. */
-export function percentile(sorted: readonly number[], p: number): number {
-  if (sorted.length === 0) return Number.NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))]!;
 }
 
 /** The scenario's report lines. */

@@ -13,6 +13,7 @@ import { createDb } from '../../src/db/pool.js';
 import type { Database } from '../../src/db/schema.js';
 import { sleep } from '../../src/sync/limiter.js';
 import { type CallStats, callStats } from '../lib/calls.js';
+import { percentile } from '../lib/percentile.js';
 import { createScratchDatabase } from '../lib/postgres.js';
 import { memoryKb, watchCpu } from '../lib/proc.js';
 import { CLI_PATH, type SimSettings, startSimulator } from '../lib/simulator.js';
@@ -57,10 +58,6 @@ export interface SchedulerResult {
   loadSeconds: number;
   claims: ClaimTiming[];
   daemon: DaemonMeasure;
-}
-
-function percentile(sorted: number[], p: number): number {
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))] ?? Number.NaN;
 }
 
 async function timeClaims(
