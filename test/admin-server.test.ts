@@ -349,37 +349,7 @@ describe('admin server: POST /resync', () => {
   });
 });
 
-describe('admin server: extra routes and shutdown', () => {
-  it('hands unknown paths to extraRoutes first', async () => {
-    const { url } = await start({
-      extraRoutes: async (req, res) => {
-        if (req.url?.split('?')[0] !== '/callback') return false;
-        res.writeHead(200, { 'content-type': 'text/plain' });
-        res.end('handled');
-        return true;
-      },
-    });
-    const handled = await fetch(`${url}/callback?SdkAppid=1`, { method: 'POST', body: '{}' });
-    expect(handled.status).toBe(200);
-    expect(await handled.text()).toBe('handled');
-    const missing = await fetch(`${url}/other`);
-    expect(missing.status).toBe(404);
-    await missing.body?.cancel();
-    // Known paths never reach extraRoutes.
-    expect((await fetch(`${url}/healthz`)).status).toBe(200);
-  });
-
-  it('answers 500 when extraRoutes throws', async () => {
-    const { url } = await start({
-      extraRoutes: async () => {
-        throw new Error('webhook exploded');
-      },
-    });
-    const res = await fetch(`${url}/callback`);
-    expect(res.status).toBe(500);
-    expect(await res.json()).toEqual({ error: 'internal error' });
-  });
-
+describe('admin server: shutdown', () => {
   it('close() closes idle keep-alive connections, resolves, stops accepting, and is safe twice', async () => {
     const server = await startAdminServer({
       host: '127.0.0.1',

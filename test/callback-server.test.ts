@@ -234,6 +234,13 @@ describe('refused callbacks change nothing', () => {
       /differs/,
     ],
     ['a body over 256 KiB', () => ({ raw: `{"x":"${'y'.repeat(300 * 1024)}"}` }), 413, /over 262144 bytes/],
+    // The URL is checked before the body is read: without the token, no body is ever buffered.
+    [
+      'a body over 256 KiB without a Sign',
+      () => ({ token: null, raw: `{"x":"${'y'.repeat(300 * 1024)}"}` }),
+      401,
+      /Sign and RequestTime are missing/,
+    ],
   ];
   it.each(cases)('%s', async (_what, make, status, error) => {
     const before = await snapshot();

@@ -130,19 +130,39 @@ describe('withRetries', () => {
 });
 
 describe('CallLimiter reactions', () => {
-  it('halves its rate when Tencent says "too frequent", down to a quarter, and recovers', async () => {
+  it('halves its rate when Tencent says "too frequent", once per burst, down to a quarter, and recovers', async () => {
     vi.useFakeTimers();
     try {
       const limiter = new CallLimiter({ ratePerSecond: 100, now: () => Date.now() });
-      limiter.slowDown(1_000);
+      // The calls in flight hear it together: one complaint.
+      for (let i = 0; i < 5; i++) limiter.slowDown(10_000);
       expect(limiter.rate).toBe(50);
-      limiter.slowDown(1_000);
-      limiter.slowDown(1_000);
+      await vi.advanceTimersByTimeAsync(1_100);
+      limiter.slowDown(10_000);
       expect(limiter.rate).toBe(25);
-      await vi.advanceTimersByTimeAsync(1_000);
+      await vi.advanceTimersByTimeAsync(1_100);
+      limiter.slowDown(10_000);
+      expect(limiter.rate).toBe(25);
+      await vi.advanceTimersByTimeAsync(10_000);
       expect(limiter.rate).toBe(50);
-      await vi.advanceTimersByTimeAsync(1_000);
+      await vi.advanceTimersByTimeAsync(10_000);
       expect(limiter.rate).toBe(100);
+      await limiter.stop();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('a small share slowed down keeps 1 call a second rather than stopping', async () => {
+    vi.useFakeTimers();
+    try {
+      const limiter = new CallLimiter({ ratePerSecond: 3, now: () => Date.now() });
+      limiter.slowDown(10_000);
+      await vi.advanceTimersByTimeAsync(1_100);
+      limiter.slowDown(10_000);
+      expect(limiter.rate).toBe(1);
+      limiter.setRate(0);
+      expect(limiter.rate).toBe(0);
       await limiter.stop();
     } finally {
       vi.useRealTimers();

@@ -35,8 +35,6 @@ export interface AdminServerOptions {
   readiness: () => Promise<Readiness>;
   /** Makes accounts due now; answers how many were marked and which listed ids are not mirrored. */
   resync: (req: ResyncRequest) => Promise<{ marked: number; unknown: string[] }>;
-  /** Extra routes mounted later (e.g. the webhook receiver of a later issue): return true when handled. */
-  extraRoutes?: (req: IncomingMessage, res: ServerResponse) => Promise<boolean>;
   /** How long `/readyz` waits for `readiness()` before answering 503. Default 2,000 ms. */
   readinessTimeoutMs?: number;
 }
@@ -76,7 +74,7 @@ interface Route {
  *
  * Routes: `GET /healthz` (liveness, no I/O), `GET /readyz` (200/503), `GET /metrics` (Prometheus
  * text), `POST /resync` (bearer token; `{"ids": [...]}` or `{"all": true}`, optional `"full": true`).
- * Everything else goes to `extraRoutes`, then 404. Each request is logged once at debug level with
+ * Everything else is 404. Each request is logged once at debug level with
  * method, path (no query), status and milliseconds; headers, tokens and bodies are never logged.
  *
  * @example
@@ -179,7 +177,6 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
   async function dispatch(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
     const route = routes.get(path);
     if (!route) {
-      if (opts.extraRoutes && (await opts.extraRoutes(req, res))) return;
       sendError(res, 404, 'not found');
       return;
     }

@@ -5,7 +5,8 @@
  * on the admin server must not be public. This server answers only the callback path (everything
  * else is 404), so exposing its port exposes nothing else.
  *
- * A callback is checked (SdkAppid, then `Sign`/`RequestTime`, then the body), its accounts are
+ * A callback is checked (SdkAppid, then `Sign`/`RequestTime`, both in the URL, before any of the
+ * body is read; then the body), its accounts are
  * handed to `enqueue`, and the answer waits for the database write at most `ackWaitMs`; after that
  * it answers OK anyway and the write goes on in the background. Tencent does not retry after-event
  * callbacks, so an error answer would not bring the callback back: it would only be lost for sure.
@@ -73,6 +74,8 @@ interface Refusal {
   status: number;
   outcome: CallbackOutcome;
   message: string;
+  /** Refused before the body was read. */
+  unread?: boolean;
 }
 
 const SIGN_REFUSALS: Record<CallbackSignProblem, Refusal> = {
@@ -123,7 +126,9 @@ export async function startCallbackServer(opts: CallbackServerOptions): Promise<
       res,
       r.status,
       { ActionStatus: 'FAIL', ErrorCode: r.status, ErrorInfo: r.message },
-      r.status === 413 ? { connection: 'close' } : {},
+      // A body left unread (too large, or refused before reading) would have to be drained
+      // before the connection could carry another request: close it instead.
+      r.status === 413 || r.unread ? { connection: 'close' } : {},
     );
   };
 
@@ -150,18 +155,11 @@ export async function startCallbackServer(opts: CallbackServerOptions): Promise<
     const urlCommand = query.get('CallbackCommand');
     let label = commandLabel(urlCommand);
 
-    const body = await readBody(req, MAX_CALLBACK_BODY_BYTES, MAX_CALLBACK_BODY_BYTES);
-    if (body.kind === 'too-large') {
-      refuse(res, label, {
-        status: 413,
-        outcome: 'too_large',
-        message: `body is over ${MAX_CALLBACK_BODY_BYTES} bytes`,
-      });
-      return;
-    }
+    // Both checks need only the URL: whoever lacks the token never gets us to buffer a body.
     const app = query.get('SdkAppid');
     if (app === null || app !== String(opts.sdkAppId)) {
       refuse(res, label, {
+        unread: true,
         status: 400,
         outcome: 'wrong_app',
         message:
@@ -173,7 +171,16 @@ export async function startCallbackServer(opts: CallbackServerOptions): Promise<
     }
     const problem = opts.verifier.check(query.get('Sign'), query.get('RequestTime'));
     if (problem) {
-      refuse(res, label, SIGN_REFUSALS[problem]);
+      refuse(res, label, { ...SIGN_REFUSALS[problem], unread: true });
+      return;
+    }
+    const body = await readBody(req, MAX_CALLBACK_BODY_BYTES, MAX_CALLBACK_BODY_BYTES);
+    if (body.kind === 'too-large') {
+      refuse(res, label, {
+        status: 413,
+        outcome: 'too_large',
+        message: `body is over ${MAX_CALLBACK_BODY_BYTES} bytes`,
+      });
       return;
     }
     let json: unknown;

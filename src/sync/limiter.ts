@@ -36,6 +36,7 @@ export class CallLimiter {
   #factor = 1;
   #recoverTimer: NodeJS.Timeout | undefined;
   #pausedUntil = 0;
+  #lastSlowDown = Number.NEGATIVE_INFINITY;
   #pauseTimer: NodeJS.Timeout | undefined;
   readonly #now: () => number;
 
@@ -63,7 +64,8 @@ export class CallLimiter {
 
   #effective(): number {
     if (this.#now() < this.#pausedUntil) return 0;
-    return Math.floor(this.#rate * this.#factor);
+    // A slowed share of a few calls a second would round to 0, which means "paused": keep 1/s.
+    return this.#rate === 0 ? 0 : Math.max(1, Math.floor(this.#rate * this.#factor));
   }
 
   #apply(): void {
@@ -78,6 +80,11 @@ export class CallLimiter {
    * to a quarter), then double it back every `recoverMs` without another complaint.
    */
   slowDown(recoverMs = 10_000): void {
+    // The calls in flight when Tencent starts refusing all hear it within milliseconds; one burst
+    // of refusals is one complaint, or it would take the rate to the floor at once.
+    const now = this.#now();
+    if (now - this.#lastSlowDown < this.#windowMs) return;
+    this.#lastSlowDown = now;
     this.#factor = Math.max(0.25, this.#factor / 2);
     this.#apply();
     if (this.#recoverTimer) clearTimeout(this.#recoverTimer);

@@ -140,9 +140,15 @@ export class TimNetworkError extends TimError {
 /** The answer was not valid JSON or did not have the documented shape. Nothing from it is used. */
 export class TimDecodeError extends TimError {
   readonly code = 'TIM_ERR_DECODE';
-  readonly retryClass = 'bad-response' as const;
-  constructor(detail: string, options?: { cause?: unknown }) {
+  /**
+   * `bad-response` (retried: usually a truncated body or a proxy page), or `fatal` when the answer
+   * is well formed but holds a value the mirror cannot store exactly (`permanent`): asking again
+   * brings the same value back, so the account fails this round without retries.
+   */
+  readonly retryClass: 'bad-response' | 'fatal';
+  constructor(detail: string, options?: { cause?: unknown; permanent?: boolean }) {
     super(`malformed friend_get response: ${detail}`, options);
+    this.retryClass = options?.permanent ? 'fatal' : 'bad-response';
   }
 }
 

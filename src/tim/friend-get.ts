@@ -67,6 +67,11 @@ function fail(detail: string): never {
   throw new TimDecodeError(detail);
 }
 
+/** A well-formed answer with a value the mirror cannot store exactly: asking again will not help. */
+function refuse(detail: string): never {
+  throw new TimDecodeError(detail, { permanent: true });
+}
+
 function isObject(v: unknown): v is Record<string, unknown> {
   return typeof v === 'object' && v !== null && !Array.isArray(v);
 }
@@ -151,12 +156,12 @@ const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[
 function checkText(v: unknown, where: string): void {
   if (typeof v === 'string') {
     if (v.includes('\u0000')) {
-      fail(
+      refuse(
         `${where} contains a NUL character (U+0000), which Postgres cannot store; nothing from this answer is used`,
       );
     }
     if (LONE_SURROGATE.test(v)) {
-      fail(
+      refuse(
         `${where} contains an unpaired UTF-16 surrogate, which has no exact UTF-8 form; nothing from this answer is used`,
       );
     }
@@ -229,11 +234,11 @@ function checkStandardType(tag: string, value: JsonValue, i: number): void {
       return;
     case STANDARD_TAGS.addTime:
       // Beyond year 9999 Postgres timestamptz cannot hold it; refuse here with a reason.
-      if (
-        value !== null &&
-        (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0 || value > MAX_UNIX_SECONDS)
-      ) {
+      if (value !== null && (typeof value !== 'number' || !Number.isSafeInteger(value) || value < 0)) {
         fail(`${where} must be Unix seconds, got ${describe(value)}`);
+      }
+      if (typeof value === 'number' && value > MAX_UNIX_SECONDS) {
+        refuse(`${where} is after the year 9999, which Postgres cannot store, got ${describe(value)}`);
       }
       return;
   }
