@@ -8,7 +8,7 @@ import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
 import { BearerToken } from './bearer-token.js';
 import { sendError, sendJson } from './json-response.js';
-import { listenHttp } from './listen.js';
+import { gracefulCloser, listenHttp } from './listen.js';
 import { ClientGoneError, readBody } from './request-body.js';
 import { parseResyncRequest, type ResyncRequest } from './resync-request.js';
 
@@ -187,9 +187,6 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
     await route.handle(req, res);
   }
 
-  let closing = false;
-  /** Responses in progress, so that close() can tell their clients not to reuse the connection. */
-  const active = new Set<ServerResponse>();
   const server = createServer(
     {
       requestTimeout: REQUEST_TIMEOUT_MS,
@@ -201,10 +198,8 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
       const started = performance.now();
       const path = pathOf(req.url);
       const loggedPath = path.length > MAX_LOGGED_PATH ? `${path.slice(0, MAX_LOGGED_PATH)}…` : path;
-      if (closing) res.setHeader('connection', 'close');
-      active.add(res);
+      closer.track(res);
       res.once('close', () => {
-        active.delete(res);
         log.debug(
           {
             method: req.method,
@@ -215,8 +210,6 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
           },
           'admin request',
         );
-        // A keep-alive connection that just finished its request would otherwise hold close() open.
-        if (closing) server.closeIdleConnections();
       });
       dispatch(req, res, path).catch((err: unknown) => {
         if (err instanceof ClientGoneError) {
@@ -233,28 +226,11 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
     },
   );
 
+  const closer = gracefulCloser(server, CLOSE_GRACE_MS);
   const url = await listenHttp(server, opts.host, opts.port);
   log.info({ url, resync: token ? 'enabled' : 'disabled (ADMIN_TOKEN unset)' }, 'admin server listening');
 
-  let closed: Promise<void> | undefined;
-  return {
-    url,
-    close() {
-      closed ??= new Promise<void>((resolve, reject) => {
-        closing = true;
-        for (const res of active) if (!res.headersSent) res.setHeader('connection', 'close');
-        const force = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
-        force.unref();
-        server.close((err) => {
-          clearTimeout(force);
-          if (err) reject(err);
-          else resolve();
-        });
-        server.closeIdleConnections();
-      });
-      return closed;
-    },
-  };
+  return { url, close: () => closer.close() };
 }
 
 /** The path without the query string: queries may carry signatures (webhooks) and are never routed on. */

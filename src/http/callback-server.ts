@@ -18,7 +18,7 @@ import type { CallbackCommandLabel, CallbackMetrics, CallbackOutcome } from '../
 import type { CallbackSignProblem, CallbackVerifier } from '../tim/callback-sign.js';
 import { accountsOfPairs, isFriendCallbackCommand, parseFriendCallback } from '../tim/friend-callback.js';
 import { sendJson } from './json-response.js';
-import { listenHttp } from './listen.js';
+import { gracefulCloser, listenHttp } from './listen.js';
 import { ClientGoneError, readBody } from './request-body.js';
 
 /** The one path served. Configure `https://<your host>/tim/callback` in the IM console. */
@@ -235,6 +235,7 @@ export async function startCallbackServer(opts: CallbackServerOptions): Promise<
       connectionsCheckingInterval: 1_000,
     },
     (req, res) => {
+      closer.track(res);
       handle(req, res).catch((err: unknown) => {
         if (err instanceof ClientGoneError) {
           res.destroy();
@@ -249,25 +250,11 @@ export async function startCallbackServer(opts: CallbackServerOptions): Promise<
       });
     },
   );
+  const closer = gracefulCloser(server, CLOSE_GRACE_MS);
   const url = await listenHttp(server, opts.host, opts.port);
   log.info({ url: `${url}${CALLBACK_PATH}` }, 'webhook receiver listening');
 
-  let closed: Promise<void> | undefined;
-  return {
-    url,
-    close() {
-      closed ??= new Promise<void>((resolve) => {
-        const force = setTimeout(() => server.closeAllConnections(), CLOSE_GRACE_MS);
-        force.unref();
-        server.close(() => {
-          clearTimeout(force);
-          resolve();
-        });
-        server.closeIdleConnections();
-      });
-      return closed;
-    },
-  };
+  return { url, close: () => closer.close() };
 }
 
 /** The metric label for a URL's command: a fixed string, never the raw input. */
