@@ -14,10 +14,10 @@ export const FRIEND_CALLBACK_COMMANDS = {
   friendAdd: 'Sns.CallbackFriendAdd',
   friendDelete: 'Sns.CallbackFriendDelete',
   /**
-   * Tencent's after-blocklist-add callback. tim-api.md says a blocklist add that ends a friendship
-   * is reported as `Sns.CallbackFriendDelete`; the console also offers this separate callback, and
-   * its body has the same `PairList`. Accepting both means the mirror is right whichever one an app
-   * enables.
+   * Tencent's after-blocklist-add callback, assumed to carry the same `PairList`. tim-api.md does
+   * not describe it: it says a blocklist add that ends a friendship is reported as
+   * `Sns.CallbackFriendDelete`. Accepting it costs at most a pull of accounts that are mirrored
+   * anyway, and keeps the mirror fresh if an app enables this callback instead.
    */
   blocklistAdd: 'Sns.CallbackBlackListAdd',
 } as const;
