@@ -1,6 +1,7 @@
 /**
- * The apply's first-sync path: one statement (one round trip) that writes everything or nothing,
- * and hands accounts that already hold rows to the general, multi-statement path.
+ * The apply's first-sync path: COPY in one transaction that writes everything or nothing, and
+ * hands accounts that already hold rows to the general path. The rows it writes must be exactly the
+ * rows the general path writes, whatever characters the values hold.
  */
 import { sql } from 'kysely';
 import pg from 'pg';
@@ -15,18 +16,17 @@ import { createTestDatabase, type TestDatabase } from './support/db.js';
 let database: TestDatabase;
 let db: ReturnType<typeof createDb>;
 /**
- * Round trips to Postgres, counted at the driver (BEGIN and COMMIT included): every query any pg
+ * Queries sent to Postgres, seen at the driver (BEGIN and COMMIT included): every query any pg
  * client of this process sends while `counting` is on.
  */
-let statements = 0;
 let counting = false;
-/** The text of each statement counted, to tell the one-statement first sync (`ok AS (`) apart. */
+/** The text of each statement counted, to tell the COPY first sync apart. */
 let texts: string[] = [];
 const query = pg.Client.prototype.query;
 pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
   if (counting) {
-    statements++;
-    texts.push(typeof args[0] === 'string' ? args[0] : '');
+    const q = args[0] as string | { text?: string };
+    texts.push(typeof q === 'string' ? q : (q?.text ?? ''));
   }
   return (query as (...a: unknown[]) => unknown).apply(this, args);
 } as typeof query;
@@ -42,12 +42,11 @@ afterAll(async () => {
 });
 beforeEach(async () => {
   await db.deleteFrom('tim.accounts').execute();
-  statements = 0;
   texts = [];
   counting = false;
 });
 
-const triedOneStatement = () => texts.some((t) => t.includes('ok AS ('));
+const copied = () => texts.some((t) => t.startsWith('COPY tim.friends '));
 
 /** Runs `work` with round trips counted. */
 async function count<T>(work: () => Promise<T>): Promise<T> {
@@ -93,11 +92,16 @@ async function account(id: string) {
 }
 
 describe('first sync', () => {
-  it('writes friends, tags and sequences in one statement', async () => {
+  it('writes friends, tags and sequences by COPY, in one transaction', async () => {
     await addAccounts(db, ['a']);
     const r = await count(() => applySnapshot(db, snapshot('a', ['x', 'y'], null, 5)));
-    expect(statements).toBe(1);
-    expect(triedOneStatement()).toBe(true);
+    expect(texts.map((t) => t.trim().split(/\s+/).slice(0, 2).join(' '))).toEqual([
+      'BEGIN; SELECT',
+      'COPY tim.friends',
+      'COPY tim.friend_tags',
+      'WITH e',
+      'COMMIT',
+    ]);
     expect(r).toEqual({
       friendsUpserted: 2,
       friendsDeleted: 0,
@@ -163,7 +167,8 @@ describe('first sync', () => {
       neverSynced: false,
     });
     const r = await count(() => applySnapshot(db, snapshot('a', ['y', 'z'], null, 6, false)));
-    expect(triedOneStatement()).toBe(false);
+    expect(copied()).toBe(false);
+    expect(texts.some((t) => t.includes('AS fresh'))).toBe(false);
     expect(r.friendsDeleted).toBe(1);
     expect((await readMirror(db, 'a')).map((f) => f.friendId)).toEqual(['y', 'z']);
     const tags = await db
@@ -180,10 +185,134 @@ describe('first sync', () => {
     await applySnapshot(db, snapshot('a', ['x', 'y'], null, 5));
     await db.updateTable('tim.accounts').set({ standard_sequence: null, custom_sequence: null }).execute();
     const r = await count(() => applySnapshot(db, snapshot('a', ['y', 'z'], null, 6, true)));
-    expect(triedOneStatement()).toBe(true);
-    expect(statements).toBeGreaterThan(1);
+    // It locked and looked, found rows, rolled back without copying, and went the general way.
+    expect(texts.some((t) => t.includes('AS fresh'))).toBe(true);
+    expect(texts).toContain('ROLLBACK');
+    expect(copied()).toBe(false);
     expect(r.friendsDeleted).toBe(1);
     expect((await readMirror(db, 'a')).map((f) => f.friendId)).toEqual(['y', 'z']);
+  });
+
+  it('COPY stores every character as the general path does: tabs, newlines, backslashes, quotes, \\N, NULL, braces', async () => {
+    const odd = [
+      'tab\there',
+      'new\nline',
+      'carriage\rreturn',
+      'back\\slash',
+      '\\N',
+      '\\.',
+      'NULL',
+      '',
+      ' spaced ',
+      'quote"d',
+      "it's",
+      '{braced,comma}',
+      '\\t literally',
+      'emoji 🙂 and 中文',
+    ];
+    const snap = (accountId: string, neverSynced: boolean): AccountSnapshot => ({
+      accountId,
+      neverSynced,
+      baseStandardSequence: null,
+      baseCustomSequence: null,
+      standardSequence: 3,
+      customSequence: 4,
+      standard: {
+        friends: odd.map((v, i) => ({
+          friendId: `f${i} ${v}`,
+          remark: v,
+          groups: i % 3 === 0 ? null : [v, `${v}2`, 'NULL', ''],
+          addSource: i % 2 ? v : null,
+          addWording: v,
+          addTime: i === 0 ? null : i === 1 ? 0 : 253_402_300_799 - i,
+        })),
+        tags: odd.map((v, i) => ({
+          friendId: `f${i} ${v}`,
+          tag: `Tag_SNS_IM_${v}`,
+          value: i % 2 ? v : null,
+        })),
+      },
+      custom: {
+        tags: odd.map((v, i) => ({
+          friendId: `f${i} ${v}`,
+          tag: 'Tag_SNS_Custom_v',
+          value: [v, { [v]: v, n: 1.5, b: true, z: null }],
+        })),
+      },
+    });
+    // The account id is odd too: it goes into the lock as an escaped literal and into COPY as a field.
+    const copiedId = "copied 'it''s'\\\t\\N";
+    await addAccounts(db, [copiedId, 'general']);
+    // `general` has an empty row set but is not a first sync, so it takes the json_to_recordset insert.
+    await db
+      .updateTable('tim.accounts')
+      .set({ last_synced_at: sql`now()` })
+      .where('account_id', '=', 'general')
+      .execute();
+    await count(() => applySnapshot(db, snap(copiedId, true)));
+    expect(copied()).toBe(true);
+    texts = [];
+    await count(() => applySnapshot(db, snap('general', false)));
+    expect(copied()).toBe(false);
+
+    const rows = async (id: string) => ({
+      friends: (
+        await sql`SELECT friend_id, remark, groups, add_source, add_wording, add_time FROM tim.friends
+                  WHERE account_id = ${id} ORDER BY friend_id COLLATE "C"`.execute(db)
+      ).rows,
+      tags: (
+        await sql`SELECT friend_id, tag, value, category FROM tim.friend_tags
+                  WHERE account_id = ${id} ORDER BY friend_id COLLATE "C", tag COLLATE "C"`.execute(db)
+      ).rows,
+    });
+    const viaCopy = await rows(copiedId);
+    expect(viaCopy.friends).toHaveLength(odd.length);
+    expect(viaCopy.tags).toHaveLength(odd.length * 2);
+    expect(viaCopy).toEqual(await rows('general'));
+    // And both equal what was sent, not merely each other.
+    const mirrored = await readMirror(db, copiedId);
+    const sent = snap(copiedId, true);
+    for (const f of sent.standard!.friends) {
+      const m = mirrored.find((x) => x.friendId === f.friendId);
+      expect(m, f.friendId).toMatchObject({
+        remark: f.remark,
+        groups: f.groups,
+        addWording: f.addWording,
+        addTime: f.addTime,
+      });
+    }
+  });
+
+  it('a COPY that fails (a friend listed twice) writes nothing, stores no sequences, and leaves the connection usable', async () => {
+    await addAccounts(db, ['a', 'b']);
+    const eventsOfA = async () =>
+      Number(
+        (
+          await sql<{
+            n: string;
+          }>`SELECT count(*) AS n FROM tim.friend_events WHERE account_id = 'a'`.execute(db)
+        ).rows[0]!.n,
+      );
+    const before = await eventsOfA();
+    const twice = snapshot('a', ['x', 'y', 'x'], null, 5);
+    await expect(applySnapshot(db, twice)).rejects.toThrow(/duplicate key/);
+    expect(await readMirror(db, 'a')).toEqual([]);
+    const acct = await account('a');
+    expect([acct.standard_sequence, acct.last_synced_at]).toEqual([null, null]);
+    expect(await eventsOfA()).toBe(before);
+    // The pool holds 4 connections: more applies than that prove none was handed back mid-transaction.
+    for (const id of ['b', 'a']) {
+      for (let i = 0; i < 3; i++) {
+        await db
+          .updateTable('tim.accounts')
+          .set({ standard_sequence: null, custom_sequence: null, last_synced_at: null })
+          .execute();
+        await db.deleteFrom('tim.friends').execute();
+        await applySnapshot(db, snapshot(id, ['x', 'y'], null, 5 + i));
+      }
+    }
+    expect((await readMirror(db, 'a')).map((f) => f.friendId)).toEqual(['x', 'y']);
+    expect((await account('a')).standard_sequence).toBe(7);
   });
 
   it('claims say whether the account was ever synced', async () => {

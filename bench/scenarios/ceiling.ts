@@ -11,6 +11,13 @@ import { type Kysely, sql } from 'kysely';
 import pLimit from 'p-limit';
 import type pg from 'pg';
 import { addAccounts } from '../../src/db/accounts.js';
+import {
+  copyIn,
+  FRIEND_COPY_COLUMNS,
+  friendCopyText,
+  TAG_COPY_COLUMNS,
+  tagCopyText,
+} from '../../src/db/copy.js';
 import { type AccountSnapshot, applySnapshot } from '../../src/db/friends.js';
 import { migrateToLatest } from '../../src/db/migrate.js';
 import { createDb } from '../../src/db/pool.js';
@@ -18,7 +25,6 @@ import type { Database } from '../../src/db/schema.js';
 import { buildPage, type FriendStore, generateApp } from '../../src/simulator/index.js';
 import { snapshotFromPull } from '../../src/sync/snapshot.js';
 import { decodeFriendGetResponse } from '../../src/tim/friend-get.js';
-import { arrayLiteral, copyField, copyFrom } from '../lib/copy.js';
 import { createScratchDatabase, withClient } from '../lib/postgres.js';
 import { watchCpu } from '../lib/proc.js';
 
@@ -93,7 +99,7 @@ export function snapshotFor(store: FriendStore, accountId: string): AccountSnaps
   const decoded = decodeFriendGetResponse(body);
   return snapshotFromPull(
     accountId,
-    // A first sync, as the sweep's: the apply takes its one-statement path.
+    // A first sync, as the sweep's: the apply takes its COPY path.
     { standardSequence: null, customSequence: null, neverSynced: true },
     {
       standardSequence: decoded.standardSequence,
@@ -246,35 +252,19 @@ async function createCopyTables(db: Kysely<Database>): Promise<void> {
   await sql`INSERT INTO bench_copy.accounts SELECT * FROM tim.accounts`.execute(db);
 }
 
-/** Builds the COPY text of every row and copies friends, then tags, each in one COPY. */
+/**
+ * Copies every friend, then every tag, each in ONE `COPY` (the mirror copies per account), with the
+ * mirror's own encoders, so the two sides differ only in how the rows reach Postgres.
+ */
 async function copyRows(c: pg.Client, snaps: readonly AccountSnapshot[]): Promise<void> {
-  const friends: string[] = [];
-  for (const snap of snaps) {
-    const acc = copyField(snap.accountId);
-    for (const f of snap.standard?.friends ?? []) {
-      friends.push(
-        `${acc}\t${copyField(f.friendId)}\t${copyField(f.remark)}\t${copyField(f.groups && arrayLiteral(f.groups))}\t${copyField(f.addSource)}\t${copyField(f.addWording)}\t${f.addTime === null ? '\\N' : new Date(f.addTime * 1000).toISOString()}\n`,
-      );
-    }
-  }
-  await copyFrom(
-    c,
-    'bench_copy.friends (account_id, friend_id, remark, groups, add_source, add_wording, add_time)',
-    friends.join(''),
-  );
-  const tags: string[] = [];
-  for (const snap of snaps) {
-    const acc = copyField(snap.accountId);
-    for (const [category, list] of [
-      ['standard', snap.standard?.tags ?? []],
-      ['custom', snap.custom?.tags ?? []],
-    ] as const) {
-      for (const t of list) {
-        tags.push(
-          `${acc}\t${copyField(t.friendId)}\t${copyField(t.tag)}\t${copyField(JSON.stringify(t.value))}\t${category}\n`,
-        );
-      }
-    }
-  }
-  await copyFrom(c, 'bench_copy.friend_tags (account_id, friend_id, tag, value, category)', tags.join(''));
+  const friends = snaps.map((s) => friendCopyText(s.accountId, s.standard?.friends ?? [])).join('');
+  await copyIn(c, `COPY bench_copy.friends ${FRIEND_COPY_COLUMNS} FROM STDIN`, friends);
+  const tags = snaps
+    .map(
+      (s) =>
+        tagCopyText(s.accountId, s.standard?.tags ?? [], 'standard') +
+        tagCopyText(s.accountId, s.custom?.tags ?? [], 'custom'),
+    )
+    .join('');
+  await copyIn(c, `COPY bench_copy.friend_tags ${TAG_COPY_COLUMNS} FROM STDIN`, tags);
 }

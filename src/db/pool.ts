@@ -53,5 +53,18 @@ export function createDb(url: string, opts: DbOptions = {}): Kysely<Database> {
   pool.on('connect', (client) => {
     client.on('error', (err) => opts.onIdleError?.(err));
   });
-  return new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool }) });
+  pools.set(db, pool);
+  return db;
+}
+
+const pools = new WeakMap<Kysely<Database>, pg.Pool>();
+
+/**
+ * The `pg` pool under a Kysely instance made by {@link createDb}, for what Kysely cannot send
+ * (`COPY … FROM STDIN`); undefined for one made elsewhere. Its connections are the pool's own, so
+ * `DATABASE_POOL_SIZE` bounds both.
+ */
+export function pgPoolOf(db: Kysely<Database>): pg.Pool | undefined {
+  return pools.get(db);
 }

@@ -1,0 +1,130 @@
+/**
+ * `COPY … FROM STDIN` in PostgreSQL's text format: the field encoders, and sending a body.
+ *
+ * COPY is the cheapest way to hand Postgres many rows: it parses each field with the column's input
+ * function and nothing else, where a `json_to_recordset` insert first parses a JSON document, then
+ * builds a record per row, then plans and runs an INSERT. Measured on the benchmark's first sync
+ * (BENCHMARKS.md, "database ceiling"), COPY costs Postgres about 42% of the CPU per row.
+ *
+ * The text format: one line per row, fields separated by tabs, `\N` for NULL, and a backslash,
+ * tab, newline or carriage return inside a field escaped with a backslash. Nothing else is special,
+ * so a field with none of those four characters goes out as it is, which is almost every field.
+ */
+import type pg from 'pg';
+import { from as copyFrom } from 'pg-copy-streams';
+import type { FriendRow, TagRow } from './friends.js';
+
+/** The NULL field. */
+export const COPY_NULL = '\\N';
+
+const SPECIAL = /[\\\t\n\r]/;
+const SPECIAL_ALL = /[\\\t\n\r]/g;
+const ESCAPED: Readonly<Record<string, string>> = { '\\': '\\\\', '\t': '\\t', '\n': '\\n', '\r': '\\r' };
+
+/** A text value as a COPY field: `\N` for null, the four special characters escaped. */
+export function copyField(v: string | null): string {
+  if (v === null) return COPY_NULL;
+  // The test first: a replace with a callback costs far more than a test that finds nothing.
+  return SPECIAL.test(v) ? v.replace(SPECIAL_ALL, (c) => ESCAPED[c]!) : v;
+}
+
+/**
+ * A `text[]` as a COPY field: an array literal with every element quoted (so spaces, commas,
+ * braces and the word NULL stay text), `"` and `\` inside elements backslash-escaped, and the
+ * literal then escaped as a field.
+ */
+export function copyTextArray(items: readonly string[] | null): string {
+  if (items === null) return COPY_NULL;
+  let literal = '{';
+  for (let i = 0; i < items.length; i++) {
+    const s = items[i]!;
+    literal += `${i === 0 ? '' : ','}"${s.includes('"') || s.includes('\\') ? s.replace(/["\\]/g, '\\$&') : s}"`;
+  }
+  return copyField(`${literal}}`);
+}
+
+/**
+ * Unix seconds as a `timestamptz` field, `YYYY-MM-DD HH:MM:SS+00`. The decoder has refused values
+ * past the year 9999, which Postgres cannot store, and negative ones.
+ *
+ * Computed with integer arithmetic (the days-to-civil-date algorithm of H. Hinnant's
+ * "chrono-compatible low-level date algorithms"), because `new Date(…).toISOString()` was half the
+ * cost of encoding a friend row.
+ */
+export function copyTimestamp(unixSeconds: number | null): string {
+  if (unixSeconds === null) return COPY_NULL;
+  const days = Math.floor(unixSeconds / 86_400);
+  const secs = unixSeconds - days * 86_400;
+  const z = days + 719_468;
+  const era = Math.floor(z / 146_097);
+  const doe = z - era * 146_097;
+  const yoe = Math.floor(
+    (doe - Math.floor(doe / 1460) + Math.floor(doe / 36_524) - Math.floor(doe / 146_096)) / 365,
+  );
+  const doy = doe - (365 * yoe + Math.floor(yoe / 4) - Math.floor(yoe / 100));
+  const mp = Math.floor((5 * doy + 2) / 153);
+  const day = doy - Math.floor((153 * mp + 2) / 5) + 1;
+  const month = mp < 10 ? mp + 3 : mp - 9;
+  const year = yoe + era * 400 + (month <= 2 ? 1 : 0);
+  const hour = Math.floor(secs / 3600);
+  const minute = Math.floor((secs % 3600) / 60);
+  return `${String(year).padStart(4, '0')}-${two(month)}-${two(day)} ${two(hour)}:${two(minute)}:${two(secs % 60)}+00`;
+}
+
+function two(n: number): string {
+  return n < 10 ? `0${n}` : `${n}`;
+}
+
+/** Any JSON value as a `jsonb` field. */
+export function copyJson(value: unknown): string {
+  return copyField(JSON.stringify(value));
+}
+
+/**
+ * Runs `statement` (a `COPY … FROM STDIN`) on `client` with `body` as the whole text-format input.
+ * pg queues it behind the client's earlier queries, so it can be sent without awaiting those.
+ *
+ * @returns the rows Postgres reports copied
+ * @throws the server's error (a bad field, a duplicate key) or the connection's
+ */
+export function copyIn(client: pg.ClientBase, statement: string, body: string): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const stream = client.query(copyFrom(statement));
+    // 'finish' comes after CommandComplete and ReadyForQuery: the rows are in and the connection is
+    // free. An error (the server's, or the connection's) comes as 'error' instead.
+    stream.on('finish', () => resolve(stream.rowCount));
+    stream.on('error', reject);
+    stream.end(Buffer.from(body, 'utf8'));
+  });
+}
+
+/** The columns {@link friendCopyText} fills, in its order, for `COPY <table> <columns> FROM STDIN`. */
+export const FRIEND_COPY_COLUMNS =
+  '(account_id, friend_id, remark, groups, add_source, add_wording, add_time)';
+
+/** The columns {@link tagCopyText} fills, in its order. */
+export const TAG_COPY_COLUMNS = '(account_id, friend_id, tag, value, category)';
+
+/** An account's friends as COPY text, columns {@link FRIEND_COPY_COLUMNS}. */
+export function friendCopyText(accountId: string, friends: readonly FriendRow[]): string {
+  const account = copyField(accountId);
+  let text = '';
+  for (const f of friends) {
+    text += `${account}\t${copyField(f.friendId)}\t${copyField(f.remark)}\t${copyTextArray(f.groups)}\t${copyField(f.addSource)}\t${copyField(f.addWording)}\t${copyTimestamp(f.addTime)}\n`;
+  }
+  return text;
+}
+
+/** An account's tags of one category as COPY text, columns {@link TAG_COPY_COLUMNS}. */
+export function tagCopyText(
+  accountId: string,
+  tags: readonly TagRow[],
+  category: 'standard' | 'custom',
+): string {
+  const account = copyField(accountId);
+  let text = '';
+  for (const t of tags) {
+    text += `${account}\t${copyField(t.friendId)}\t${copyField(t.tag)}\t${copyJson(t.value)}\t${category}\n`;
+  }
+  return text;
+}
