@@ -103,7 +103,7 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
   // matches them with the syncs that follow, for callback_to_sync_seconds.
   const markQueue = new ResyncQueue({
     mark: async (ids) => {
-      await requestResync(db, { ids }, { full: false });
+      await requestResync(db, { ids }, { full: false, reportUnknown: false });
     },
     onError: (err, pending, retryInMs) => {
       callbackMetrics.observeMarkFailure();

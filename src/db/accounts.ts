@@ -214,14 +214,16 @@ export const RESYNC_CHANNEL = 'tim_friend_mirror_resync';
  * (its lease is respected, so two replicas never sync it together). `full` also forgets the stored
  * sequences, so the next pull reads and replaces everything. Running daemons are notified.
  *
+ * @param opts.reportUnknown look up which requested ids are not mirrored (default true); the
+ *   webhook's marks skip it, since nobody reads the answer and it would cost a query per flush
  * @returns how many accounts were marked, and the requested ids that are not mirrored
  */
 export async function requestResync(
   db: Kysely<Database>,
   req: { ids: readonly string[] } | { all: true },
-  opts: { full: boolean },
+  opts: { full: boolean; reportUnknown?: boolean },
 ): Promise<{ marked: number; unknown: string[] }> {
-  const unknown = 'ids' in req ? await unknownAccountIds(db, req.ids) : [];
+  const unknown = 'ids' in req && opts.reportUnknown !== false ? await unknownAccountIds(db, req.ids) : [];
   const res = await db
     .updateTable('tim.accounts')
     .set({
