@@ -135,7 +135,10 @@ export class CallLimiter {
 
   /** Calls waiting for their turn. */
   queued(): number {
-    return this.#bottleneck.queued() + this.#window.waiting;
+    // Not bottleneck.queued(): with no concurrency cap, bottleneck moves every job to RUNNING at
+    // once, each on a timer for its slot, so its queue is nearly always empty while calls wait.
+    const c = this.#bottleneck.counts();
+    return (c.RECEIVED ?? 0) + (c.QUEUED ?? 0) + (c.RUNNING ?? 0) + this.#window.waiting;
   }
 
   /** Drops queued calls and stops pacing. */
