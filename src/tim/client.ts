@@ -116,7 +116,11 @@ export class TimClient {
     } catch (err) {
       outcome = err instanceof TimError ? err.code : 'unknown';
       errorCode = (err as { errorCode?: number }).errorCode;
-      sentAt ??= (err as { sentAt?: number }).sentAt;
+      if (err instanceof TimError) {
+        // Errors found in the answer (decoding, Tencent's ErrorCode) belong to the same sent call.
+        if (sentAt !== undefined) err.sentAt ??= sentAt;
+        sentAt ??= err.sentAt;
+      }
       throw err;
     } finally {
       // A call that was never sent (aborted while waiting for its turn) is not an HTTP call.
