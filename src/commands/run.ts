@@ -64,7 +64,8 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
   const replicaId = cfg.daemon.replicaId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
   const metrics = createMetrics({
     collectAccounts: () => accountsSummary(db),
-    limiterQueue: () => limiter.queued(),
+    // Read at scrape time, once `calls` below exists.
+    limiterQueue: () => calls.limiter.queued(),
   });
   // Rate 0 until the budget has heard from the other replicas.
   const calls = timCallsFrom(cfg.tim, cfg.sync, log, {
