@@ -5,7 +5,8 @@
  * usage: node dist/bench/run.js [--ci] [--only full,incremental,ceiling,scheduler,freshness] [--no-write]
  *
  * Settings: BENCH_* variables (bench/lib/settings.ts); the mirror's SYNC_CONCURRENCY,
- * DATABASE_POOL_SIZE and TIM_RATE_JITTER_MS pass through to it. Postgres: BENCH_DATABASE_URL, else
+ * DATABASE_POOL_SIZE, TIM_RATE_JITTER_MS, TIM_TIMEOUT_MS and TIM_CALL_THREAD pass through to it
+ * (e.g. TIM_CALL_THREAD=false to compare with pacing on the main thread). Postgres: BENCH_DATABASE_URL, else
  * TEST_DATABASE_URL, else an embedded server. BENCHMARKS.md is written only by a run of every
  * scenario (not with --only or --ci); its analysis section comes from bench/notes.md.
  */

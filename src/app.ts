@@ -1,5 +1,5 @@
 /**
- * Wiring: builds the long-lived parts (database, Tencent client, limiter, logger) from config.
+ * Wiring: builds the long-lived parts (database, Tencent client and limiter, logger) from config.
  * The only module besides the CLI that knows every layer.
  */
 import type { Kysely } from 'kysely';
@@ -7,7 +7,8 @@ import type { DbConfig, SyncConfig, TimConfig } from './config.js';
 import { createDb } from './db/pool.js';
 import type { Database } from './db/schema.js';
 import type { Logger } from './log.js';
-import { CallLimiter } from './sync/limiter.js';
+import { openCallThread } from './sync/call-thread.js';
+import { CallLimiter, type Limiter } from './sync/limiter.js';
 import type { PassDeps } from './sync/pass.js';
 import { TimClient, type TimClientOptions } from './tim/client.js';
 import { SigningUserSig, StaticUserSig, type UserSigProvider } from './tim/usersig.js';
@@ -32,36 +33,93 @@ export function userSigFrom(cfg: TimConfig): UserSigProvider {
   });
 }
 
-/** The Tencent client, with a pool sized for the accounts in flight. */
-export function timClientFrom(
+/** The Tencent client and the limiter that paces its calls, made together by {@link timCallsFrom}. */
+export interface TimCalls {
+  client: TimClient;
+  limiter: Limiter;
+  /** True when calls are paced and sent from the call thread (`TIM_CALL_THREAD`). */
+  callThread: boolean;
+  /** Stops the limiter and closes the client (and with them the call thread). */
+  close(): Promise<void>;
+}
+
+/**
+ * The Tencent client and its limiter, from config, with a pool sized for the accounts in flight.
+ *
+ * With `TIM_CALL_THREAD` (the default) both are faces of one call thread (sync/call-thread.ts): the
+ * client's transport paces each call in the thread's limiter, and the limiter returned here only
+ * forwards controls to it. Neither works with a partner made elsewhere, so they are made here, together.
+ * When the compiled worker is missing (running from TypeScript sources, as the tests do), or with
+ * `TIM_CALL_THREAD=false`, it is a {@link CallLimiter} and a client that sends in this thread.
+ */
+export function timCallsFrom(
   cfg: TimConfig,
   sync: SyncConfig,
-  onCall?: TimClientOptions['onCall'],
-): TimClient {
-  return new TimClient({
+  log: Logger,
+  opts: { ratePerSecond?: number; onCall?: TimClientOptions['onCall'] } = {},
+): TimCalls {
+  const ratePerSecond = opts.ratePerSecond ?? cfg.rateLimitPerSecond;
+  // Each account in flight has at most one call open at a time.
+  const connections = Math.max(8, Math.min(sync.concurrency, 256));
+  const clientOptions: TimClientOptions = {
     baseUrl: cfg.baseUrl,
     sdkAppId: cfg.sdkAppId,
     identifier: cfg.identifier,
     userSig: userSigFrom(cfg),
     timeoutMs: cfg.timeoutMs,
-    // Each account in flight has at most one call open at a time.
-    connections: Math.max(8, Math.min(sync.concurrency, 256)),
-    ...(onCall ? { onCall } : {}),
-  });
+    connections,
+    ...(opts.onCall ? { onCall: opts.onCall } : {}),
+  };
+  if (cfg.callThread) {
+    const opened = openCallThread({
+      baseUrl: cfg.baseUrl,
+      timeoutMs: cfg.timeoutMs,
+      connections,
+      ratePerSecond,
+      jitterMs: cfg.rateJitterMs,
+      onCrash: (c) =>
+        log.error(
+          { reason: c.reason, failedCalls: c.failedCalls, restarting: c.restarting },
+          c.restarting
+            ? 'the call thread stopped unexpectedly; restarted it (calls resume after one rate window)'
+            : 'the call thread keeps crashing; no more calls can be made: restart the process',
+        ),
+    });
+    if ('thread' in opened) {
+      const { thread } = opened;
+      log.debug('friend_get calls are paced and sent from the call thread');
+      const client = new TimClient({ ...clientOptions, transport: thread.transport });
+      return { client, limiter: thread.limiter, callThread: true, close: () => client.close() };
+    }
+    log.debug(
+      { reason: opened.unavailable },
+      'call thread unavailable; pacing and sending calls in this thread',
+    );
+  }
+  const client = new TimClient(clientOptions);
+  const limiter = new CallLimiter({ ratePerSecond, jitterMs: cfg.rateJitterMs });
+  return {
+    client,
+    limiter,
+    callThread: false,
+    close: async () => {
+      await limiter.stop();
+      await client.close();
+    },
+  };
 }
 
 /** Everything a sync pass needs, from config. */
 export function passDepsFrom(
   db: Kysely<Database>,
-  client: PassDeps['client'],
-  tim: TimConfig,
+  calls: Pick<PassDeps, 'client' | 'limiter'>,
   sync: SyncConfig,
   log: Logger,
 ): Omit<PassDeps, 'signal' | 'onAccount'> {
   return {
     db,
-    client,
-    limiter: new CallLimiter({ ratePerSecond: tim.rateLimitPerSecond, jitterMs: tim.rateJitterMs }),
+    client: calls.client,
+    limiter: calls.limiter,
     concurrency: sync.concurrency,
     maxPages: sync.maxPages,
     nextSync: { intervalMs: sync.intervalMs },

@@ -112,6 +112,11 @@ export interface TimConfig {
   timeoutMs: number;
   /** `TIM_USERSIG_TTL`: validity of generated UserSigs. */
   userSigTtlSeconds: number;
+  /**
+   * `TIM_CALL_THREAD`: pace and send friend_get calls from a worker thread of their own
+   * (sync/call-thread.ts); false paces and sends them on the main thread.
+   */
+  callThread: boolean;
 }
 
 function isLoopbackHost(host: string): boolean {
@@ -184,6 +189,7 @@ export function loadTimConfig(env: Env = process.env): Readonly<TimConfig> {
     rateJitterMs: int(env, 'TIM_RATE_JITTER_MS', 20, 0, 1_000),
     timeoutMs: int(env, 'TIM_TIMEOUT_MS', 8_000, 3_500, 120_000),
     userSigTtlSeconds: Math.round(duration(env, 'TIM_USERSIG_TTL', 86_400_000, 600_000) / 1000),
+    callThread: bool(env, 'TIM_CALL_THREAD', true),
   });
 }
 

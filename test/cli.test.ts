@@ -153,6 +153,7 @@ describe('friend-mirror CLI', () => {
         ['TIM_REGION', 'mars'],
         ['TIM_BASE_URL', 'http://example.com'],
         ['DATABASE_URL', 'mysql://x'],
+        ['TIM_CALL_THREAD', 'maybe'],
       ] as const) {
         env = { ...saved, [name]: value };
         const r = await run(['sync', '--all']);

@@ -6,7 +6,7 @@
 import { Writable } from 'node:stream';
 import { sql } from 'kysely';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { passDepsFrom } from '../src/app.js';
+import { passDepsFrom, timCallsFrom } from '../src/app.js';
 import { loadSyncConfig, loadTimConfig } from '../src/config.js';
 import { addAccounts, removeAccounts, selectAccounts } from '../src/db/accounts.js';
 import { accountTotal, discoverAccounts } from '../src/db/discovery.js';
@@ -126,13 +126,15 @@ describe('discovery off', () => {
     const env = { TIM_SDKAPPID: String(SDK_APP_ID), TIM_SECRET_KEY: SECRET, TIM_BASE_URL: f.baseUrl };
     const syncCfg = loadSyncConfig(env);
     expect(syncCfg.discover).toBe(false);
-    const deps = passDepsFrom(f.db, f.client, loadTimConfig(env), syncCfg, captureLogs().log);
+    const log = captureLogs().log;
+    const calls = timCallsFrom(loadTimConfig(env), syncCfg, log);
+    const deps = passDepsFrom(f.db, calls, syncCfg, log);
     try {
       const s = await runPass(deps, await selectAccounts(f.db, { kind: 'all' }));
       expect(s.done).toBe(3);
       expect(s.failed).toBe(0);
     } finally {
-      await deps.limiter.stop();
+      await calls.close();
     }
     expect(await accountCount(f)).toBe(3);
   });

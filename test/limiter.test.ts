@@ -51,6 +51,29 @@ describe('CallLimiter', () => {
   });
 });
 
+describe('CallLimiter.queued', () => {
+  it('counts every call waiting for its slot, not only those bottleneck has not timed yet', async () => {
+    const limiter = new CallLimiter({ ratePerSecond: 20, jitterMs: 0 });
+    let ran = 0;
+    const calls = Array.from({ length: 10 }, () =>
+      limiter.schedule(async () => {
+        ran++;
+      }),
+    );
+    await new Promise((r) => setTimeout(r, 20));
+    // 20/s is one call per 50 ms: after 20 ms one or two have run and the rest are waiting.
+    expect(ran).toBeLessThanOrEqual(2);
+    expect(limiter.queued()).toBe(10 - ran);
+    limiter.setRate(0);
+    await new Promise((r) => setTimeout(r, 20));
+    expect(limiter.queued()).toBe(10 - ran);
+    limiter.setRate(1000);
+    await Promise.all(calls);
+    expect(limiter.queued()).toBe(0);
+    await limiter.stop();
+  });
+});
+
 describe('SlidingWindow', () => {
   it('spaces grants on a schedule and waits for the oldest to leave the window (fake timers)', async () => {
     vi.useFakeTimers();

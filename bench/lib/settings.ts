@@ -1,6 +1,7 @@
 /**
  * The benchmark's knobs, from `BENCH_*` variables, with the defaults of issue #5. The mirror's own
- * variables (SYNC_CONCURRENCY, DATABASE_POOL_SIZE, TIM_RATE_JITTER_MS) pass through unchanged.
+ * variables (SYNC_CONCURRENCY, DATABASE_POOL_SIZE, TIM_RATE_JITTER_MS, TIM_TIMEOUT_MS,
+ * TIM_CALL_THREAD) pass through unchanged and are shown in the command line that reproduces a run.
  */
 
 /** Every knob, resolved. */
@@ -27,7 +28,13 @@ export interface BenchSettings {
   overrides: Record<string, string>;
 }
 
-const MIRROR_VARS = ['SYNC_CONCURRENCY', 'DATABASE_POOL_SIZE', 'TIM_RATE_JITTER_MS', 'TIM_TIMEOUT_MS'];
+const MIRROR_VARS = [
+  'SYNC_CONCURRENCY',
+  'DATABASE_POOL_SIZE',
+  'TIM_RATE_JITTER_MS',
+  'TIM_TIMEOUT_MS',
+  'TIM_CALL_THREAD',
+];
 
 /** Reads the settings; `defaults` are the full run's or the CI guard's. */
 export function readSettings(env: NodeJS.ProcessEnv, defaults: Partial<BenchSettings> = {}): BenchSettings {

@@ -5,7 +5,7 @@
  */
 import { fileURLToPath } from 'node:url';
 import { type Kysely, sql } from 'kysely';
-import { passDepsFrom, timClientFrom } from '../app.js';
+import { passDepsFrom, type TimCalls, timCallsFrom } from '../app.js';
 import { loadSyncConfig, loadTimConfig } from '../config.js';
 import { addAccounts, selectAccounts } from '../db/accounts.js';
 import { migrateToLatest } from '../db/migrate.js';
@@ -50,21 +50,23 @@ export async function demoCommand(ctx: CommandContext): Promise<number> {
   const tim = loadTimConfig(env);
   const sync = loadSyncConfig(env);
   const db = createDb(url, { maxConnections: 16 });
-  const client = timClientFrom(tim, sync);
+  // One client and limiter for both passes, like a real process: the second pass's first second
+  // knows the calls the first pass made in its last.
+  const calls = timCallsFrom(tim, sync, ctx.log);
   try {
     const ids = (await controlRequest<{ accounts: string[] }>(baseUrl, 'GET', '/__sim/accounts')).accounts;
     await migrateToLatest(db);
     await addAccounts(db, ids);
     out(`» migrations applied; ${ids.length} accounts added`);
 
-    const first = await pass(ctx, db, client, tim, sync, 'first pass (full)');
+    const first = await pass(ctx, db, calls, sync, 'first pass (full)');
     const { changed } = await controlRequest<{ changed: string[] }>(baseUrl, 'POST', '/__sim/mutate', {
       random: { fraction: 0.05, seed: 7 },
     });
     out(
       `» changed ${changed.length} accounts at the source (friends added/removed, remarks, groups, custom tags)`,
     );
-    const second = await pass(ctx, db, client, tim, sync, 'second pass (incremental)');
+    const second = await pass(ctx, db, calls, sync, 'second pass (incremental)');
     out('');
     out('pass         accounts  changed  unchanged  calls  friend rows  tag rows  seconds');
     for (const [name, s] of [
@@ -105,7 +107,7 @@ export async function demoCommand(ctx: CommandContext): Promise<number> {
     );
     return ok ? EXIT.ok : EXIT.failed;
   } finally {
-    await client.close();
+    await calls.close();
     await db.destroy();
     sim.child.kill('SIGTERM');
     await embedded?.stop();
@@ -134,13 +136,12 @@ async function startSimulatorProcess(ctx: CommandContext, accounts: number): Pro
 async function pass(
   ctx: CommandContext,
   db: Kysely<Database>,
-  client: ReturnType<typeof timClientFrom>,
-  tim: ReturnType<typeof loadTimConfig>,
+  calls: TimCalls,
   sync: ReturnType<typeof loadSyncConfig>,
   label: string,
 ): Promise<PassSummary> {
   ctx.out(`» ${label} …`);
-  const deps = passDepsFrom(db, client, tim, sync, ctx.log);
+  const deps = passDepsFrom(db, calls, sync, ctx.log);
   let lastPrint = performance.now();
   const summary = await runPass(
     {
@@ -158,7 +159,6 @@ async function pass(
     },
     await selectAccounts(db, { kind: 'all' }),
   );
-  await deps.limiter.stop();
   ctx.out(`  ${formatSummary(summary)}`);
   return summary;
 }

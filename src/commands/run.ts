@@ -7,7 +7,7 @@ import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { type Kysely, sql } from 'kysely';
-import { timClientFrom } from '../app.js';
+import { timCallsFrom } from '../app.js';
 import type { CallbackConfig, DaemonConfig, DbConfig, SyncConfig, TimConfig } from '../config.js';
 import { RESYNC_CHANNEL, requestResync } from '../db/accounts.js';
 import { claimDueAccounts, releaseLeases } from '../db/leases.js';
@@ -21,7 +21,7 @@ import { type AccountsSummary, createCallbackMetrics, createMetrics } from '../m
 import { describeError, mustStopPass, syncAccount } from '../sync/account-sync.js';
 import { ReplicaBudget } from '../sync/budget.js';
 import { CallbackLatency } from '../sync/callback-latency.js';
-import { CallLimiter, sleep } from '../sync/limiter.js';
+import { sleep } from '../sync/limiter.js';
 import { createOutcomeReporter } from '../sync/outcome-report.js';
 import { limitedCall } from '../sync/pass.js';
 import { ResyncQueue } from '../sync/resync-queue.js';
@@ -62,12 +62,17 @@ async function accountsSummary(db: Kysely<Database>): Promise<AccountsSummary> {
 export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg: RunConfig): Promise<number> {
   const log = ctx.log;
   const replicaId = cfg.daemon.replicaId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
-  const limiter = new CallLimiter({ ratePerSecond: 0, jitterMs: cfg.tim.rateJitterMs });
   const metrics = createMetrics({
     collectAccounts: () => accountsSummary(db),
-    limiterQueue: () => limiter.queued(),
+    // Read at scrape time, once `calls` below exists.
+    limiterQueue: () => calls.limiter.queued(),
   });
-  const client = timClientFrom(cfg.tim, cfg.sync, (e) => metrics.observeCall(e));
+  // Rate 0 until the budget has heard from the other replicas.
+  const calls = timCallsFrom(cfg.tim, cfg.sync, log, {
+    ratePerSecond: 0,
+    onCall: (e) => metrics.observeCall(e),
+  });
+  const { client, limiter } = calls;
   const background = new AbortController();
   const hardStop = new AbortController();
   let fatalMessage: string | undefined;
@@ -295,6 +300,7 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
       concurrency: cfg.sync.concurrency,
       reconcileIntervalMs: cfg.sync.reconcileIntervalMs,
       discover: cfg.sync.discover,
+      callThread: calls.callThread,
     },
     'daemon started',
   );
@@ -325,8 +331,7 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
     await leaveReplicas(db, replicaId).catch(() => {});
     await listener.close();
     await admin.close();
-    await limiter.stop();
-    await client.close();
+    await calls.close();
     log.info({ released }, 'daemon stopped');
   }
   return fatalMessage ? EXIT.usage : EXIT.ok;

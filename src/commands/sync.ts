@@ -3,7 +3,7 @@
  */
 import { hostname } from 'node:os';
 import type { Kysely } from 'kysely';
-import { passDepsFrom, timClientFrom } from '../app.js';
+import { passDepsFrom, timCallsFrom } from '../app.js';
 import type { SyncConfig, TimConfig } from '../config.js';
 import { type AccountSelection, selectAccounts, unknownAccountIds } from '../db/accounts.js';
 import { claimAccount } from '../db/leases.js';
@@ -87,12 +87,11 @@ export async function syncCommand(
     if (unknown.length === opts.ids.length) return EXIT.failed;
   }
   const accounts = await selectAccounts(db, selection);
-  const client = timClientFrom(cfg.tim, cfg.sync);
-  const owner = `sync-${hostname()}-${process.pid}`;
-  const deps = passDepsFrom(db, client, cfg.tim, cfg.sync, ctx.log);
   // A one-shot pass takes its share of the budget like a daemon replica, so running `sync` next to
-  // daemons never pushes the app over TIM_RATE_LIMIT.
-  deps.limiter.setRate(0);
+  // daemons never pushes the app over TIM_RATE_LIMIT: it starts at 0 until the budget says more.
+  const calls = timCallsFrom(cfg.tim, cfg.sync, ctx.log, { ratePerSecond: 0 });
+  const owner = `sync-${hostname()}-${process.pid}`;
+  const deps = passDepsFrom(db, calls, cfg.sync, ctx.log);
   const budget = new ReplicaBudget({
     replicaId: owner,
     limit: cfg.tim.rateLimitPerSecond,
@@ -136,7 +135,6 @@ export async function syncCommand(
     stopBudget.abort();
     await budgetRun;
     await leaveReplicas(db, owner).catch(() => {});
-    await deps.limiter.stop();
-    await client.close();
+    await calls.close();
   }
 }

@@ -211,7 +211,9 @@ export function mustStopPass(err: unknown): boolean {
     return (
       err.retryClass === 'fatal-config' ||
       err.retryClass === 'usersig-lockout' ||
-      err.code === 'TIM_ERR_ABORTED'
+      err.code === 'TIM_ERR_ABORTED' ||
+      // The call thread is stopped or gave up restarting: no call can be made (sync/call-thread.ts).
+      (err.code === 'TIM_ERR_CALL_THREAD' && err.retryClass === 'fatal')
     );
   }
   return (err as { name?: string })?.name === 'AbortError';

@@ -15,6 +15,29 @@
  */
 import Bottleneck from 'bottleneck';
 
+/**
+ * What a sync needs of a call-rate limiter. {@link CallLimiter} paces calls in this thread; the call
+ * thread (`src/sync/call-thread.ts`) paces them in its own and answers these from there.
+ */
+export interface Limiter {
+  /** Runs `fn` when the budget allows. Rejects without running it if `signal` aborts first. */
+  schedule<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T>;
+  /** Tencent said "too frequent": halve the rate for a while (see {@link CallLimiter.slowDown}). */
+  slowDown(recoverMs?: number): void;
+  /** Holds every call for `ms`. */
+  pause(ms: number): void;
+  /** Changes the allowed calls per second; 0 holds every call. */
+  setRate(ratePerSecond: number): void;
+  /** Calls per second allowed now, after any slow-down or pause. */
+  readonly rate: number;
+  /** The current slow-down factor (1 = none). */
+  readonly slowdownFactor: number;
+  /** Calls waiting for their turn. */
+  queued(): number;
+  /** Drops queued calls and stops pacing. */
+  stop(): Promise<void>;
+}
+
 /** Options of {@link CallLimiter}. */
 export interface CallLimiterOptions {
   /** Calls per second allowed (`TIM_RATE_LIMIT`, this process's share). */
@@ -23,10 +46,12 @@ export interface CallLimiterOptions {
   jitterMs?: number;
   /** Milliseconds clock; injectable for tests. */
   now?: () => number;
+  /** Told whenever {@link CallLimiter.rate} or {@link CallLimiter.slowdownFactor} may have changed. */
+  onChange?: () => void;
 }
 
 /** Paces calls under a calls-per-second budget. */
-export class CallLimiter {
+export class CallLimiter implements Limiter {
   readonly #bottleneck: Bottleneck;
   readonly #window: SlidingWindow;
   readonly #windowMs: number;
@@ -39,9 +64,11 @@ export class CallLimiter {
   #lastSlowDown = Number.NEGATIVE_INFINITY;
   #pauseTimer: NodeJS.Timeout | undefined;
   readonly #now: () => number;
+  readonly #onChange: (() => void) | undefined;
 
   constructor(opts: CallLimiterOptions) {
     this.#now = opts.now ?? (() => performance.now());
+    this.#onChange = opts.onChange;
     this.#windowMs = 1000 + (opts.jitterMs ?? 20);
     this.#rate = Math.max(0, Math.floor(opts.ratePerSecond));
     this.#bottleneck = new Bottleneck({ minTime: this.#minTime(this.#rate), maxConcurrent: null });
@@ -72,6 +99,7 @@ export class CallLimiter {
     const rate = this.#effective();
     this.#bottleneck.updateSettings({ minTime: this.#minTime(rate) });
     this.#window.setLimit(rate);
+    this.#onChange?.();
   }
 
   /**
@@ -135,7 +163,10 @@ export class CallLimiter {
 
   /** Calls waiting for their turn. */
   queued(): number {
-    return this.#bottleneck.queued() + this.#window.waiting;
+    // Not bottleneck.queued(): with no concurrency cap, bottleneck moves every job to RUNNING at
+    // once, each on a timer for its slot, so its queue is nearly always empty while calls wait.
+    const c = this.#bottleneck.counts();
+    return (c.RECEIVED ?? 0) + (c.QUEUED ?? 0) + (c.RUNNING ?? 0) + this.#window.waiting;
   }
 
   /** Drops queued calls and stops pacing. */

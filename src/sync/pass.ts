@@ -11,7 +11,7 @@ import { TimError } from '../tim/errors.js';
 import type { FriendGetPage, FriendGetRequest } from '../tim/friend-get.js';
 import type { FriendGetCall } from '../tim/friend-pull.js';
 import { type AccountSyncOutcome, type DiscoverOptions, mustStopPass, syncAccount } from './account-sync.js';
-import type { CallLimiter } from './limiter.js';
+import type { Limiter } from './limiter.js';
 import { type RetryOptions, withRetries } from './retry.js';
 
 /** Anything that can make one friend_get call (the TimClient, in production). */
@@ -23,7 +23,7 @@ export interface FriendGetter {
 export interface PassDeps {
   db: Kysely<Database>;
   client: FriendGetter;
-  limiter: CallLimiter;
+  limiter: Limiter;
   /** Accounts in flight at once. */
   concurrency: number;
   retry?: Omit<RetryOptions, 'signal'>;

@@ -1,18 +1,13 @@
 /**
- * The HTTP client for Tencent IM's REST API: builds the signed URL, keeps a keep-alive pool,
- * enforces a timeout, and turns every failure into a typed {@link TimError}.
+ * The client for Tencent IM's REST API: builds the signed URL, decodes the answer, renews an
+ * expired UserSig, and reports every call. Sending is left to an {@link HttpTransport} (by default
+ * an undici keep-alive pool in this thread), which enforces the timeout and turns every failure
+ * into a typed {@link TimError}.
  */
 import { randomInt } from 'node:crypto';
-import { Pool } from 'undici';
-import {
-  TimAbortError,
-  TimDecodeError,
-  TimError,
-  TimHttpError,
-  TimNetworkError,
-  TimTimeoutError,
-} from './errors.js';
+import { TimDecodeError, TimError } from './errors.js';
 import { decodeFriendGetResponse, type FriendGetPage, type FriendGetRequest } from './friend-get.js';
+import { absoluteNow, type HttpTransport, UndiciTransport } from './transport.js';
 import type { UserSigProvider } from './usersig.js';
 
 /** Options of {@link TimClient}. */
@@ -34,11 +29,18 @@ export interface TimClientOptions {
   maxBodyBytes?: number;
   /** Observes every HTTP call (metrics, tests). */
   onCall?: (event: CallEvent) => void;
+  /**
+   * Sends the calls. Default: an {@link UndiciTransport} to `baseUrl`'s origin with `timeoutMs`,
+   * `connections` and `maxBodyBytes`; a given transport brings its own and those three are ignored.
+   * {@link TimClient.close} closes it either way.
+   */
+  transport?: HttpTransport;
 }
 
 /** What {@link TimClientOptions.onCall} receives for every HTTP call. */
 export interface CallEvent {
   api: string;
+  /** From sending the request to receiving the answer (not the wait for a turn before it). */
   durationMs: number;
   /** `ok`, or the failing error's `code`. */
   outcome: string;
@@ -59,21 +61,23 @@ const U32_LIMIT = 2 ** 32;
  * await client.close();
  */
 export class TimClient {
-  readonly #opts: Required<Omit<TimClientOptions, 'onCall'>> & Pick<TimClientOptions, 'onCall'>;
-  readonly #pool: Pool;
+  readonly #opts: Required<Omit<TimClientOptions, 'onCall' | 'transport'>> & Pick<TimClientOptions, 'onCall'>;
+  readonly #transport: HttpTransport;
   readonly #pathPrefix: string;
 
   constructor(opts: TimClientOptions) {
-    this.#opts = { timeoutMs: 8_000, connections: 64, maxBodyBytes: 32 * 1024 * 1024, ...opts };
+    const { transport, ...rest } = opts;
+    this.#opts = { timeoutMs: 8_000, connections: 64, maxBodyBytes: 32 * 1024 * 1024, ...rest };
     const url = new URL(opts.baseUrl);
     this.#pathPrefix = url.pathname.replace(/\/+$/, '');
-    this.#pool = new Pool(url.origin, {
-      connections: this.#opts.connections,
-      // Tencent advises long-lived connections; keep idle ones for a while between sweeps.
-      keepAliveTimeout: 30_000,
-      keepAliveMaxTimeout: 120_000,
-      pipelining: 1,
-    });
+    this.#transport =
+      transport ??
+      new UndiciTransport({
+        origin: url.origin,
+        timeoutMs: this.#opts.timeoutMs,
+        connections: this.#opts.connections,
+        maxBodyBytes: this.#opts.maxBodyBytes,
+      });
   }
 
   /**
@@ -98,23 +102,36 @@ export class TimClient {
   }
 
   async #callOnce(req: FriendGetRequest, signal?: AbortSignal): Promise<FriendGetPage> {
-    const started = performance.now();
+    // Timed from when the transport sent the request, not from here: the transport may hold it for
+    // a while first (the call thread paces calls), and that wait is not the call's duration.
+    let sentAt: number | undefined;
+    let receivedAt: number | undefined;
     let outcome = 'ok';
     let errorCode: number | undefined;
     try {
-      const body = await this.#post(FRIEND_GET_PATH, JSON.stringify(req), signal);
-      return decodeFriendGetResponse(body);
+      const reply = await this.#transport.post(this.#pathFor(FRIEND_GET_PATH), JSON.stringify(req), signal);
+      receivedAt = absoluteNow();
+      sentAt = reply.sentAt;
+      return decodeFriendGetResponse(decodeUtf8(reply.body));
     } catch (err) {
       outcome = err instanceof TimError ? err.code : 'unknown';
       errorCode = (err as { errorCode?: number }).errorCode;
+      if (err instanceof TimError) {
+        // Errors found in the answer (decoding, Tencent's ErrorCode) belong to the same sent call.
+        if (sentAt !== undefined) err.sentAt ??= sentAt;
+        sentAt ??= err.sentAt;
+      }
       throw err;
     } finally {
-      this.#opts.onCall?.({
-        api: 'friend_get',
-        durationMs: performance.now() - started,
-        outcome,
-        ...(errorCode !== undefined ? { errorCode } : {}),
-      });
+      // A call that was never sent (aborted while waiting for its turn) is not an HTTP call.
+      if (sentAt !== undefined) {
+        this.#opts.onCall?.({
+          api: 'friend_get',
+          durationMs: Math.max(0, (receivedAt ?? absoluteNow()) - sentAt),
+          outcome,
+          ...(errorCode !== undefined ? { errorCode } : {}),
+        });
+      }
     }
   }
 
@@ -131,58 +148,18 @@ export class TimClient {
     return `${this.#pathPrefix}${api}?${q.toString()}`;
   }
 
-  async #post(api: string, body: string, signal?: AbortSignal): Promise<string> {
-    signal?.throwIfAborted();
-    const timeout = AbortSignal.timeout(this.#opts.timeoutMs);
-    const combined = signal ? AbortSignal.any([signal, timeout]) : timeout;
-    try {
-      const res = await this.#pool.request({
-        path: this.#pathFor(api),
-        method: 'POST',
-        headers: { 'content-type': 'application/json' },
-        body,
-        signal: combined,
-      });
-      if (res.statusCode !== 200) {
-        await res.body.dump().catch(() => {});
-        throw new TimHttpError(res.statusCode);
-      }
-      return await this.#readBody(res.body);
-    } catch (err) {
-      if (err instanceof TimError) throw err;
-      if (signal?.aborted) throw new TimAbortError({ cause: err });
-      if (timeout.aborted) throw new TimTimeoutError(this.#opts.timeoutMs, { cause: err });
-      throw new TimNetworkError(describeNetworkError(err), { cause: err });
-    }
-  }
-
-  async #readBody(body: AsyncIterable<Buffer> & { destroy(err?: Error): unknown }): Promise<string> {
-    const chunks: Buffer[] = [];
-    let size = 0;
-    for await (const chunk of body) {
-      size += chunk.length;
-      if (size > this.#opts.maxBodyBytes) {
-        body.destroy();
-        throw new TimDecodeError(`body exceeds ${this.#opts.maxBodyBytes} bytes`);
-      }
-      chunks.push(chunk);
-    }
-    try {
-      // Fatal: invalid UTF-8 would otherwise turn into U+FFFD and be stored as if Tencent had sent it.
-      return UTF8.decode(Buffer.concat(chunks, size));
-    } catch {
-      throw new TimDecodeError('body is not valid UTF-8');
-    }
-  }
-
-  /** Closes the connection pool, waiting for calls in flight. */
+  /** Closes the transport, waiting for calls in flight. */
   async close(): Promise<void> {
-    await this.#pool.close();
+    await this.#transport.close();
   }
 }
 
-/** A short, secret-free description of a network error (undici codes, errno names). */
-function describeNetworkError(err: unknown): string {
-  const e = err as { code?: string; message?: string };
-  return e.code ?? (typeof e.message === 'string' ? e.message.slice(0, 120) : 'unknown error');
+/** Decodes a body as UTF-8, refusing invalid sequences. */
+function decodeUtf8(body: Uint8Array): string {
+  try {
+    // Fatal: invalid UTF-8 would otherwise turn into U+FFFD and be stored as if Tencent had sent it.
+    return UTF8.decode(body);
+  } catch {
+    throw new TimDecodeError('body is not valid UTF-8');
+  }
 }

@@ -78,6 +78,13 @@ export abstract class TimError extends Error {
   abstract readonly code: string;
   /** What the caller should do about it. */
   abstract readonly retryClass: RetryClass;
+  /**
+   * When the request that failed was sent, in absolute milliseconds (`performance.timeOrigin +
+   * performance.now()`, comparable across threads); absent when it was never sent (e.g. aborted
+   * while it waited for its turn). Set by the transport, so call metrics time the HTTP call and not
+   * the wait before it.
+   */
+  sentAt?: number;
 
   constructor(message: string, options?: { cause?: unknown }) {
     super(message, options);
@@ -123,8 +130,11 @@ export class TimHttpError extends TimError {
 export class TimTimeoutError extends TimError {
   readonly code = 'TIM_ERR_TIMEOUT';
   readonly retryClass = 'retryable' as const;
+  /** The timeout that expired. */
+  readonly timeoutMs: number;
   constructor(timeoutMs: number, options?: { cause?: unknown }) {
     super(`Tencent IM call timed out after ${timeoutMs} ms`, options);
+    this.timeoutMs = timeoutMs;
   }
 }
 
@@ -132,8 +142,11 @@ export class TimTimeoutError extends TimError {
 export class TimNetworkError extends TimError {
   readonly code = 'TIM_ERR_NETWORK';
   readonly retryClass = 'retryable' as const;
+  /** What failed, secret-free: an undici code or errno name, or a short message. */
+  readonly detail: string;
   constructor(detail: string, options?: { cause?: unknown }) {
     super(`network error calling Tencent IM: ${detail}`, options);
+    this.detail = detail;
   }
 }
 
@@ -146,9 +159,12 @@ export class TimDecodeError extends TimError {
    * brings the same value back, so the account fails this round without retries.
    */
   readonly retryClass: 'bad-response' | 'fatal';
+  /** What was wrong with the answer. */
+  readonly detail: string;
   constructor(detail: string, options?: { cause?: unknown; permanent?: boolean }) {
     super(`malformed friend_get response: ${detail}`, options);
     this.retryClass = options?.permanent ? 'fatal' : 'bad-response';
+    this.detail = detail;
   }
 }
 
