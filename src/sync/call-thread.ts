@@ -167,7 +167,16 @@ export class CallThread {
       holdMs,
       state: s.buffer as SharedArrayBuffer,
     };
-    const worker = new Worker(this.#url, { workerData: settings, name: 'tim-call-thread' });
+    const worker = new Worker(this.#url, {
+      workerData: settings,
+      name: 'tim-call-thread',
+      // The thread holds little at a time (requests in flight; bodies are transferred out as they
+      // arrive), but V8 sizes a new isolate's young generation like a main thread's and let it grow
+      // to tens of MB under the churn of 200 bodies a second: the full sweep's peak RSS was 300 MB
+      // with the defaults and 250 MB with these (BENCHMARKS.md). Bodies are ArrayBuffers, outside
+      // these limits.
+      resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 },
+    });
     worker.on('message', (msg: FromCallThread) => this.#onMessage(msg));
     // Without an 'error' listener an uncaught error in the thread would crash this process.
     worker.on('error', (err) => {
