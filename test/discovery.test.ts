@@ -14,7 +14,7 @@ import { createLogger } from '../src/log.js';
 import { createMetrics } from '../src/metrics.js';
 import { FriendStore } from '../src/simulator/index.js';
 import { discoverableIds } from '../src/sync/account-sync.js';
-import { createOutcomeReporter } from '../src/sync/outcome-report.js';
+import { CAP_WARNING_INTERVAL_MS, createOutcomeReporter } from '../src/sync/outcome-report.js';
 import { runPass } from '../src/sync/pass.js';
 import { type MirrorFixture, mirrorFixture, SDK_APP_ID, SECRET } from './fixtures/mirror.js';
 
@@ -201,5 +201,35 @@ describe('discoverableIds', () => {
       'ok',
       '用户 "q"',
     ]);
+  });
+});
+
+describe('the discovery cap warning', () => {
+  it('is logged once when outcomes arrive out of order, and again only after an hour of capping', () => {
+    const { log, lines } = captureLogs();
+    let now = 0;
+    const report = createOutcomeReporter(log, { discoverMaxAccounts: 20, now: () => now });
+    const outcome = (id: string, added: number, capped: number) => ({
+      accountId: id,
+      result: 'changed' as const,
+      calls: 1,
+      friendsWritten: 1,
+      tagsWritten: 0,
+      durationMs: 1,
+      discovery: { candidates: added + capped, added, capped },
+    });
+    const warnings = () =>
+      lines.filter((l) => l.level === 40 && l.msg.startsWith('discovery stopped')).length;
+    report(outcome('a', 0, 3));
+    // An account whose discovery added rows before the cap was reached reports after one that hit it.
+    report(outcome('b', 2, 0));
+    report(outcome('c', 0, 1));
+    expect(warnings()).toBe(1);
+    now = CAP_WARNING_INTERVAL_MS - 1;
+    report(outcome('d', 0, 1));
+    expect(warnings()).toBe(1);
+    now = CAP_WARNING_INTERVAL_MS;
+    report(outcome('e', 0, 1));
+    expect(warnings()).toBe(2);
   });
 });

@@ -9,18 +9,28 @@ import type { AccountSyncOutcome } from './account-sync.js';
 export interface OutcomeReporterOptions {
   /** `SYNC_DISCOVER_MAX_ACCOUNTS`, named in the cap warning. */
   discoverMaxAccounts?: number;
+  /** Milliseconds clock; injectable for tests. */
+  now?: () => number;
 }
+
+/** While discovery stays capped, the warning repeats at most this often. */
+export const CAP_WARNING_INTERVAL_MS = 3_600_000;
 
 /**
  * Returns a function to call with every finished account. Drift is logged at warn with the account
- * and row counts (never row contents); the discovery cap is logged once per process (the metric
- * `discovery_capped_total` keeps counting), and again after discovery has found room since.
+ * and row counts (never row contents); the discovery cap is logged once, then at most once an
+ * hour while it stays capped (the metric `discovery_capped_total` counts every account left out).
+ *
+ * Not "again once discovery has found room": accounts finish in any order, so an account whose
+ * discovery added rows before the cap was reached can report after one that hit it, and that
+ * re-armed the warning within the same pass.
  */
 export function createOutcomeReporter(
   log: Logger,
   opts: OutcomeReporterOptions = {},
 ): (o: AccountSyncOutcome) => void {
-  let capLogged = false;
+  const now = opts.now ?? Date.now;
+  let capLoggedAt = Number.NEGATIVE_INFINITY;
   return (o) => {
     if (o.drift) {
       log.warn(
@@ -41,14 +51,12 @@ export function createOutcomeReporter(
       );
     }
     if (o.discovery) {
-      if (o.discovery.capped > 0 && !capLogged) {
-        capLogged = true;
+      if (o.discovery.capped > 0 && now() - capLoggedAt >= CAP_WARNING_INTERVAL_MS) {
+        capLoggedAt = now();
         log.warn(
           { account: o.accountId, capped: o.discovery.capped, maxAccounts: opts.discoverMaxAccounts },
           'discovery stopped: tim.accounts reached SYNC_DISCOVER_MAX_ACCOUNTS; raise it, or remove accounts, to let it grow',
         );
-      } else if (o.discovery.added > 0 && capLogged) {
-        capLogged = false;
       }
     }
   };
