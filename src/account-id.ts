@@ -3,11 +3,10 @@
  * all valid and kept byte for byte. Only what Tencent or Postgres cannot hold is refused.
  */
 
+import { LONE_SURROGATE } from './text.js';
+
 /** Tencent's UserID limit. */
 export const MAX_ACCOUNT_ID_BYTES = 32;
-
-/** A high surrogate not followed by a low one, or a low one not preceded by a high one. */
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 /** Why `id` cannot be an account id, or undefined when it can. */
 export function accountIdProblem(id: string): string | undefined {

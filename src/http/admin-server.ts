@@ -6,6 +6,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Logger } from '../log.js';
 import type { Metrics } from '../metrics.js';
+import { decodeUtf8 } from '../text.js';
 import { BearerToken } from './bearer-token.js';
 import { sendError, sendJson } from './json-response.js';
 import { gracefulCloser, listenHttp } from './listen.js';
@@ -59,7 +60,6 @@ const CLOSE_GRACE_MS = 10_000;
 const MAX_LOGGED_PATH = 200;
 
 /** Strict: an invalid UTF-8 byte must be refused, not turned into U+FFFD inside an account id. */
-const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
 class ReadinessTimeout extends Error {}
 
@@ -142,7 +142,7 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
     }
     let json: unknown;
     try {
-      json = JSON.parse(UTF8.decode(body.bytes));
+      json = JSON.parse(decodeUtf8(body.bytes));
     } catch {
       sendError(res, 400, 'body must be UTF-8 JSON: {"ids": [...]} or {"all": true}');
       return;

@@ -15,6 +15,7 @@
 import { createServer, type IncomingMessage, type ServerResponse } from 'node:http';
 import type { Logger } from '../log.js';
 import type { CallbackCommandLabel, CallbackMetrics, CallbackOutcome } from '../metrics.js';
+import { decodeUtf8 } from '../text.js';
 import type { CallbackSignProblem, CallbackVerifier } from '../tim/callback-sign.js';
 import { accountsOfPairs, isFriendCallbackCommand, parseFriendCallback } from '../tim/friend-callback.js';
 import { sendJson } from './json-response.js';
@@ -35,8 +36,6 @@ const REQUEST_TIMEOUT_MS = 5_000;
 const CLOSE_GRACE_MS = 2_000;
 /** A misconfiguration (wrong token or app) is logged at warn this often at most; the rest at debug. */
 const WARN_EVERY_MS = 60_000;
-
-const UTF8 = new TextDecoder('utf-8', { fatal: true });
 
 /** Options of {@link startCallbackServer}. */
 export interface CallbackServerOptions {
@@ -185,7 +184,7 @@ export async function startCallbackServer(opts: CallbackServerOptions): Promise<
     }
     let json: unknown;
     try {
-      json = JSON.parse(UTF8.decode(body.bytes));
+      json = JSON.parse(decodeUtf8(body.bytes));
     } catch {
       refuse(res, label, { status: 400, outcome: 'bad_request', message: 'body must be UTF-8 JSON' });
       return;

@@ -5,6 +5,7 @@
  * into a typed {@link TimError}.
  */
 import { randomInt } from 'node:crypto';
+import { decodeUtf8 } from '../text.js';
 import { TimDecodeError, TimError } from './errors.js';
 import { decodeFriendGetResponse, type FriendGetPage, type FriendGetRequest } from './friend-get.js';
 import { absoluteNow, type HttpTransport, UndiciTransport } from './transport.js';
@@ -49,7 +50,6 @@ export interface CallEvent {
 }
 
 const FRIEND_GET_PATH = '/v4/sns/friend_get';
-const UTF8 = new TextDecoder('utf-8', { fatal: true });
 const U32_LIMIT = 2 ** 32;
 
 /**
@@ -112,7 +112,7 @@ export class TimClient {
       const reply = await this.#transport.post(this.#pathFor(FRIEND_GET_PATH), JSON.stringify(req), signal);
       receivedAt = absoluteNow();
       sentAt = reply.sentAt;
-      return decodeFriendGetResponse(decodeUtf8(reply.body));
+      return decodeFriendGetResponse(bodyText(reply.body));
     } catch (err) {
       outcome = err instanceof TimError ? err.code : 'unknown';
       errorCode = (err as { errorCode?: number }).errorCode;
@@ -155,10 +155,10 @@ export class TimClient {
 }
 
 /** Decodes a body as UTF-8, refusing invalid sequences. */
-function decodeUtf8(body: Uint8Array): string {
+function bodyText(body: Uint8Array): string {
   try {
-    // Fatal: invalid UTF-8 would otherwise turn into U+FFFD and be stored as if Tencent had sent it.
-    return UTF8.decode(body);
+    // Strict: invalid UTF-8 would otherwise turn into U+FFFD and be stored as if Tencent had sent it.
+    return decodeUtf8(body);
   } catch {
     throw new TimDecodeError('body is not valid UTF-8');
   }

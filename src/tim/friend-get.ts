@@ -3,6 +3,7 @@
  * into a typed page. The decoder never returns a partly valid page: any deviation from the
  * documented shape is a {@link TimDecodeError}, and a non-zero `ErrorCode` is a {@link TimApiError}.
  */
+import { LONE_SURROGATE } from '../text.js';
 import { TimApiError, TimDecodeError } from './errors.js';
 
 /** The request body. Sequences are omitted to ask for everything. */
@@ -149,8 +150,6 @@ export function decodeFriendGetResponse(body: string): FriendGetPage {
 const MAX_UNIX_SECONDS = 253_402_300_799;
 
 const SURROGATE_ESCAPE = /\\u[dD][89a-fA-F]/;
-/** A high surrogate not followed by a low one, or a low one not preceded by a high one. */
-const LONE_SURROGATE = /[\uD800-\uDBFF](?![\uDC00-\uDFFF])|(?<![\uD800-\uDBFF])[\uDC00-\uDFFF]/;
 
 /** Rejects strings (values and keys, at any depth) that Postgres could not store exactly. */
 function checkText(v: unknown, where: string): void {
