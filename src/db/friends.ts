@@ -2,10 +2,10 @@
  * Applying one account's pull to `tim.friends` and `tim.friend_tags`, in one transaction, together
  * with the account's sequences.
  *
- * Every write is set-based: the rows travel as one json parameter per table and category (the
- * snapshot's row objects, stringified as they are) and are expanded server-side by
- * `json_to_recordset` into typed columns, so an account costs a handful of statements whatever its
- * friend count. Upserts skip rows whose values are unchanged (`IS DISTINCT FROM`), so an incremental
+ * Every write is set-based. A first sync sends its rows by `COPY` (src/db/copy.ts says why);
+ * every other apply sends them as one json parameter per table and category (the snapshot's row
+ * objects, stringified as they are), expanded server-side by `json_to_recordset` into typed columns.
+ * Either way an account costs a handful of statements whatever its friend count. Upserts skip rows whose values are unchanged (`IS DISTINCT FROM`), so an incremental
  * pass rewrites nothing it need not. BENCHMARKS.md has the measurements behind these choices.
  *
  * The same transaction appends the change history, `tim.friend_events`: one row per friend added,
@@ -48,8 +48,8 @@ export interface AccountSnapshot {
   baseStandardSequence: number | null;
   baseCustomSequence: number | null;
   /**
-   * The account had never been synced when its pull started: the apply tries the one-statement
-   * first sync. Without it the general path writes the same rows, in more round trips.
+   * The account had never been synced when its pull started: the apply tries the COPY first sync.
+   * Without it the general path writes the same rows, at about a third more Postgres CPU per row.
    */
   neverSynced?: boolean;
   /** The sequences the server reported for this pull. */
@@ -161,9 +161,9 @@ function syncedColumns(snap: AccountSnapshot, friendCount: number, schedule: Nex
 }
 
 /**
- * An account never synced, pulled from zero sequences: the one-statement path is worth trying. A
- * `resync --full` also pulls from zero sequences, but onto rows the one statement would refuse, so
- * sending it the whole snapshot first would only send it twice.
+ * An account never synced, pulled from zero sequences: the COPY path is worth trying. A
+ * `resync --full` also pulls from zero sequences, but onto rows the COPY path would refuse after
+ * locking and looking, so trying it first would only cost a round trip.
  */
 function isFirstSync(snap: AccountSnapshot): boolean {
   return (
