@@ -3,8 +3,9 @@
  *
  * COPY is the cheapest way to hand Postgres many rows: it parses each field with the column's input
  * function and nothing else, where a `json_to_recordset` insert first parses a JSON document, then
- * builds a record per row, then plans and runs an INSERT. Measured on the benchmark's first sync
- * (BENCHMARKS.md, "database ceiling"), COPY costs Postgres about 42% of the CPU per row.
+ * builds a record per row, then plans and runs an INSERT. In the benchmark's "database ceiling"
+ * (BENCHMARKS.md), one bulk COPY of the sweep's rows cost Postgres about 42% of the CPU per row of
+ * the json insert; the mirror's COPY per account, with its transaction around it, about 75%.
  *
  * The text format: one line per row, fields separated by tabs, `\N` for NULL, and a backslash,
  * tab, newline or carriage return inside a field escaped with a backslash. Nothing else is special,
@@ -82,7 +83,6 @@ export function copyJson(value: unknown): string {
 
 /**
  * Runs `statement` (a `COPY … FROM STDIN`) on `client` with `body` as the whole text-format input.
- * pg queues it behind the client's earlier queries, so it can be sent without awaiting those.
  *
  * @returns the rows Postgres reports copied
  * @throws the server's error (a bad field, a duplicate key) or the connection's

@@ -5,8 +5,8 @@
  * Every write is set-based. A first sync sends its rows by `COPY` (src/db/copy.ts says why);
  * every other apply sends them as one json parameter per table and category (the snapshot's row
  * objects, stringified as they are), expanded server-side by `json_to_recordset` into typed columns.
- * Either way an account costs a handful of statements whatever its friend count. Upserts skip rows whose values are unchanged (`IS DISTINCT FROM`), so an incremental
- * pass rewrites nothing it need not. BENCHMARKS.md has the measurements behind these choices.
+ * Either way an account costs a handful of statements whatever its friend count. Upserts skip rows
+ * whose values are unchanged (`IS DISTINCT FROM`), so an incremental pass rewrites nothing it need not. BENCHMARKS.md has the measurements behind these choices.
  *
  * The same transaction appends the change history, `tim.friend_events`: one row per friend added,
  * removed or changed (its column and tag changes together), derived from the very statements that
@@ -176,8 +176,8 @@ function isFirstSync(snap: AccountSnapshot): boolean {
 
 /**
  * A first sync by `COPY`: the account's rows go to Postgres in the text format COPY parses
- * directly, which costs the server well under half the CPU per row of a `json_to_recordset` insert
- * (see src/db/copy.ts). A first sync writes the most rows of any apply, and a full sweep is nothing
+ * directly, which costs the server about a quarter less CPU per row than a `json_to_recordset`
+ * insert (see src/db/copy.ts). A first sync writes the most rows of any apply, and a full sweep is nothing
  * but first syncs, so this is where the server's CPU goes.
  *
  * One transaction on one connection: lock the account row and check that it was never synced,
@@ -464,19 +464,18 @@ async function recordBaseline(
 }
 
 /** The history's baseline row: the account's friend count, with the snapshot's sequences. */
-function baselineEvent(snap: AccountSnapshot, friendCount: number, from = sql``) {
+function baselineEvent(snap: AccountSnapshot, friendCount: number) {
   return sql`INSERT INTO tim.friend_events (account_id, kind, changed, standard_sequence, custom_sequence)
-    SELECT ${snap.accountId}, 'baseline', jsonb_build_object('friend_count', ${friendCount}::int),
-           ${snap.standardSequence}, ${snap.customSequence} ${from}`;
+    VALUES (${snap.accountId}, 'baseline', jsonb_build_object('friend_count', ${friendCount}::int),
+            ${snap.standardSequence}, ${snap.customSequence})`;
 }
 
 /**
  * CTEs `fr` and `tg` (the snapshot's friend and tag rows) and `f` and `t` (their INSERTs, each
- * `RETURNING 1`), for a statement that writes an account holding no rows. `where` gates both
- * inserts. Postgres inlines `fr` and `tg` when they are read once and materialises them when the
+ * `RETURNING 1`), for {@link insertAll}'s statement. Postgres inlines `fr` and `tg` when they are read once and materialises them when the
  * statement reads them again (the history's `added` rows).
  */
-function insertRows(snap: AccountSnapshot, where = sql``) {
+function insertRows(snap: AccountSnapshot) {
   return sql`fr AS (${friendRows(snap.standard?.friends ?? [])}),
     tg AS (
       SELECT r.*, 'standard' AS category FROM (${tagRows(snap.standard?.tags ?? [])}) AS r
@@ -484,11 +483,11 @@ function insertRows(snap: AccountSnapshot, where = sql``) {
       SELECT r.*, 'custom' FROM (${tagRows(snap.custom?.tags ?? [])}) AS r
     ), f AS (
       INSERT INTO tim.friends (account_id, friend_id, remark, groups, add_source, add_wording, add_time)
-      SELECT ${snap.accountId}, r.* FROM fr AS r ${where}
+      SELECT ${snap.accountId}, r.* FROM fr AS r
       RETURNING 1
     ), t AS (
       INSERT INTO tim.friend_tags (account_id, friend_id, tag, value, category)
-      SELECT ${snap.accountId}, r.friend_id, r.tag, r.value, r.category FROM tg AS r ${where}
+      SELECT ${snap.accountId}, r.friend_id, r.tag, r.value, r.category FROM tg AS r
       RETURNING 1
     )`;
 }
