@@ -7,7 +7,7 @@ import type { DbConfig, SyncConfig, TimConfig } from './config.js';
 import { createDb } from './db/pool.js';
 import type { Database } from './db/schema.js';
 import type { Logger } from './log.js';
-import { openCallThread } from './sync/call-thread.js';
+import { openCallThread, type PriorityReport } from './sync/call-thread.js';
 import { CallLimiter, type Limiter } from './sync/limiter.js';
 import type { PassDeps } from './sync/pass.js';
 import { TimClient, type TimClientOptions } from './tim/client.js';
@@ -44,6 +44,29 @@ export interface TimCalls {
 }
 
 /**
+ * Says once per process what nice value the call thread got (a restarted thread asks again, and
+ * gets the same answer). Not getting it is no error: calls are paced the same, only less promptly on
+ * a machine whose cores are all busy.
+ */
+function logPriorityOnce(log: Logger): (report: PriorityReport) => void {
+  let said = false;
+  return (r) => {
+    if (said) return;
+    said = true;
+    if (r.refused === undefined) {
+      log.debug({ nice: r.nice }, 'the call thread runs at its own priority');
+      return;
+    }
+    log.info(
+      { wanted: r.wanted, nice: r.nice, refused: r.refused },
+      `the call thread could not take nice ${r.wanted} (${r.refused}); it runs at nice ${r.nice}. ` +
+        `Grant CAP_SYS_NICE or a nice ulimit of ${20 - r.wanted} (docker-compose.yml does), ` +
+        'or set TIM_CALL_THREAD_NICE=0 to stop asking',
+    );
+  };
+}
+
+/**
  * The Tencent client and its limiter, from config, with a pool sized for the accounts in flight.
  *
  * With `TIM_CALL_THREAD` (the default) both are faces of one call thread (sync/call-thread.ts): the
@@ -77,6 +100,8 @@ export function timCallsFrom(
       connections,
       ratePerSecond,
       jitterMs: cfg.rateJitterMs,
+      nice: cfg.callThreadNice,
+      onPriority: logPriorityOnce(log),
       onCrash: (c) =>
         log.error(
           { reason: c.reason, failedCalls: c.failedCalls, restarting: c.restarting },

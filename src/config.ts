@@ -40,7 +40,7 @@ function str(env: Env, name: string): string | undefined {
 function int(env: Env, name: string, def: number, min: number, max: number): number {
   const raw = str(env, name);
   if (raw === undefined) return def;
-  const n = /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
+  const n = /^-?\d+$/.test(raw) ? Number(raw) : Number.NaN;
   if (!Number.isSafeInteger(n) || n < min || n > max) {
     throw new ConfigError(name, `must be a whole number from ${min} to ${max}, got ${shown(name, raw)}`);
   }
@@ -117,6 +117,11 @@ export interface TimConfig {
    * (sync/call-thread.ts); false paces and sends them on the main thread.
    */
   callThread: boolean;
+  /**
+   * `TIM_CALL_THREAD_NICE`: the call thread's nice value on Linux (-20 to 19; 0 leaves it alone).
+   * Below 0 it needs CAP_SYS_NICE or a `nice` ulimit; without either the thread keeps the process's.
+   */
+  callThreadNice: number;
 }
 
 function isLoopbackHost(host: string): boolean {
@@ -190,6 +195,7 @@ export function loadTimConfig(env: Env = process.env): Readonly<TimConfig> {
     timeoutMs: int(env, 'TIM_TIMEOUT_MS', 8_000, 3_500, 120_000),
     userSigTtlSeconds: Math.round(duration(env, 'TIM_USERSIG_TTL', 86_400_000, 600_000) / 1000),
     callThread: bool(env, 'TIM_CALL_THREAD', true),
+    callThreadNice: int(env, 'TIM_CALL_THREAD_NICE', -10, -20, 19),
   });
 }
 

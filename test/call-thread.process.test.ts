@@ -13,6 +13,8 @@
  */
 import { spawn } from 'node:child_process';
 import { once } from 'node:events';
+import { readdirSync, readFileSync } from 'node:fs';
+import { getPriority } from 'node:os';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { maxInWindow } from '../src/simulator/index.js';
@@ -52,6 +54,14 @@ async function waitFor(what: string, pred: () => boolean, timeoutMs = 3_000): Pr
     if (performance.now() > until) throw new Error(`timed out waiting for ${what}`);
     await sleep(5);
   }
+}
+
+/** The nice value of every thread of this process (Linux /proc; field 19 of each task's stat). */
+function threadNices(): number[] {
+  return readdirSync('/proc/self/task').map((tid) => {
+    const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
+    return Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
+  });
 }
 
 /** Busy-waits, as a page decode or a GC pause holds the main thread. */
@@ -166,6 +176,23 @@ describe('call thread (compiled worker)', () => {
     expect(elapsedS).toBeLessThan(3.6);
     expect(thread.limiter.queued()).toBe(0);
   });
+
+  it.runIf(process.platform === 'linux')(
+    'takes the nice value it is asked for, in its own thread only (Linux)',
+    async () => {
+      // A higher nice than this process's: allowed without privileges, so the test runs as anyone.
+      const before = getPriority();
+      const wanted = before + 3;
+      expect(wanted).toBeLessThanOrEqual(19);
+      const reports: CallThreadModule.PriorityReport[] = [];
+      start({ nice: wanted, onPriority: (r) => reports.push(r) });
+      await waitFor('the priority report', () => reports.length === 1);
+      expect(reports[0]).toEqual({ wanted, nice: wanted });
+      // The kernel agrees, for exactly one thread of this process; the main thread is untouched.
+      expect(threadNices().filter((n) => n === wanted)).toHaveLength(1);
+      expect(getPriority()).toBe(before);
+    },
+  );
 
   it('answers queued(), setRate(0), pause() and slowDown() from the thread; onCall times the HTTP call, not the wait', async () => {
     const durations: number[] = [];
@@ -326,6 +353,63 @@ describe('call thread (compiled worker)', () => {
     afterAll(async () => {
       await database?.drop();
     });
+
+    it.runIf(process.platform === 'linux' && process.getuid?.() === 0)(
+      'asks for nice -10 by default: root gets it; a user without CAP_SYS_NICE is told why, and syncs all the same',
+      async () => {
+        const env: Record<string, string | undefined> = {
+          ...process.env,
+          DATABASE_URL: database.url,
+          TIM_SDKAPPID: String(APP),
+          TIM_SECRET_KEY: KEY,
+          TIM_BASE_URL: sim.baseUrl,
+          TIM_RATE_LIMIT: String(RATE),
+          LOG_LEVEL: 'debug',
+          LOG_FORMAT: 'json',
+        };
+        const cliRun = async (args: string[], as?: { uid: number; gid: number }) => {
+          const child = spawn(process.execPath, [cli, ...args], {
+            env,
+            stdio: ['ignore', 'pipe', 'pipe'],
+            ...as,
+          });
+          atNormalPriority(child);
+          let stderr = '';
+          child.stderr.on('data', (d: Buffer) => {
+            stderr += d.toString();
+          });
+          const [code] = (await once(child, 'exit')) as [number | null];
+          const lines = stderr
+            .split('\n')
+            .filter((l) => l.startsWith('{'))
+            .map((l) => JSON.parse(l) as { msg: string; level: number; nice?: number; refused?: string });
+          return { code, stderr, lines };
+        };
+        expect((await cliRun(['accounts', 'add', ...accounts.slice(0, 10)])).code).toBe(0);
+        const asRoot = await cliRun(['sync', '--all']);
+        expect(asRoot.code, asRoot.stderr.slice(-2000)).toBe(0);
+        expect(asRoot.lines.find((l) => l.msg === 'the call thread runs at its own priority')?.nice).toBe(
+          -10,
+        );
+
+        // nobody: no CAP_SYS_NICE, and a nice ulimit of 0 (unless this machine raised it).
+        const nobody = { uid: 65534, gid: 65534 };
+        const asNobody = await cliRun(['sync', '--all'], nobody);
+        if (asNobody.stderr.includes('EACCES') && asNobody.stderr.includes('permission denied')) {
+          console.log(
+            `cannot run the CLI as nobody here (${asNobody.stderr.slice(0, 200)}); skipped that half`,
+          );
+          return;
+        }
+        expect(asNobody.code, asNobody.stderr.slice(-2000)).toBe(0);
+        const told = asNobody.lines.filter((l) =>
+          l.msg.startsWith('the call thread could not take nice -10'),
+        );
+        expect(told).toHaveLength(1);
+        expect(told[0]).toMatchObject({ level: 30, refused: 'EACCES', nice: 0 });
+        expect(told[0]!.msg).toContain('TIM_CALL_THREAD_NICE=0');
+      },
+    );
 
     it('uses the call thread by default, keeps to the limit, and exits when done', async () => {
       const env: Record<string, string | undefined> = {

@@ -154,6 +154,7 @@ describe('friend-mirror CLI', () => {
         ['TIM_BASE_URL', 'http://example.com'],
         ['DATABASE_URL', 'mysql://x'],
         ['TIM_CALL_THREAD', 'maybe'],
+        ['TIM_CALL_THREAD_NICE', '-30'],
       ] as const) {
         env = { ...saved, [name]: value };
         const r = await run(['sync', '--all']);

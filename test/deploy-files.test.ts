@@ -6,12 +6,19 @@
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
+import { loadTimConfig } from '../src/config.js';
 
 const root = new URL('..', import.meta.url);
 const compose = parse(readFileSync(new URL('docker-compose.yml', root), 'utf8'), { merge: true }) as {
   services: Record<
     string,
-    { profiles?: string[]; environment?: Record<string, string>; command?: string[]; entrypoint?: string[] }
+    {
+      profiles?: string[];
+      environment?: Record<string, string>;
+      command?: string[];
+      entrypoint?: string[];
+      ulimits?: Record<string, number>;
+    }
   >;
 };
 const envSample = readFileSync(new URL('.env.sample', root), 'utf8');
@@ -26,6 +33,14 @@ describe('docker-compose.yml', () => {
       expect(s[name]?.profiles, name).toEqual(['demo']);
     expect(s.simulator?.command).toEqual(['simulate']);
     expect(s['mirror-demo']?.environment?.TIM_BASE_URL).toBe('http://simulator:5080');
+  });
+
+  it('lets each mirror (not root in the image) take the default nice value of the call thread', () => {
+    const wanted = loadTimConfig({ TIM_SDKAPPID: '1400000000', TIM_SECRET_KEY: 'k' }).callThreadNice;
+    for (const name of ['mirror', 'mirror-demo']) {
+      // RLIMIT_NICE: a process may lower its nice value down to 20 - the limit.
+      expect(20 - (compose.services[name]?.ulimits?.nice ?? 0), name).toBeLessThanOrEqual(wanted);
+    }
   });
 
   it('sets only variables that are documented in .env.sample', () => {

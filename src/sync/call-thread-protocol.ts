@@ -26,6 +26,8 @@ export interface CallThreadSettings {
   jitterMs: number;
   /** Hold every call this long (ms) at start; see `CallThread` on restarts. */
   holdMs: number;
+  /** The thread's nice value to ask for on Linux; 0 leaves it as the process's. */
+  nice: number;
   /** The {@link STATE} cells, shared with the main thread. */
   state: SharedArrayBuffer;
 }
@@ -63,7 +65,18 @@ export type ToCallThread =
 export type FromCallThread =
   | { type: 'reply'; id: number; body: ArrayBuffer; sentAt: number }
   | { type: 'error'; id: number; error: WireError }
+  | { type: 'priority'; report: PriorityReport }
   | { type: 'stopped' };
+
+/** What the call thread got when it asked for its nice value (sent once, at start). */
+export interface PriorityReport {
+  /** The nice value asked for. */
+  wanted: number;
+  /** The thread's nice value now, read back. */
+  nice: number;
+  /** Why it is not `wanted`: the error code (EACCES: no CAP_SYS_NICE and no `nice` ulimit), or not Linux. */
+  refused?: string;
+}
 
 /** A transport error as data. */
 export type WireError = { sentAt?: number } & (

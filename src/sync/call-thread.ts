@@ -26,6 +26,7 @@ import {
   type CallThreadSettings,
   type FromCallThread,
   fromWire,
+  type PriorityReport,
   STATE,
   STATE_CELLS,
   TimCallThreadError,
@@ -33,7 +34,7 @@ import {
 } from './call-thread-protocol.js';
 import type { CallLimiter, Limiter } from './limiter.js';
 
-export { TimCallThreadError } from './call-thread-protocol.js';
+export { type PriorityReport, TimCallThreadError } from './call-thread-protocol.js';
 
 /** Options of {@link openCallThread}. */
 export interface CallThreadOptions {
@@ -49,6 +50,13 @@ export interface CallThreadOptions {
   ratePerSecond: number;
   /** As {@link CallLimiter}'s `jitterMs`. */
   jitterMs: number;
+  /**
+   * The thread's nice value on Linux (see `call-thread-worker.ts`); 0 or absent leaves it as the
+   * process's. Below 0 it needs CAP_SYS_NICE or a `nice` ulimit of at least 20 - nice.
+   */
+  nice?: number;
+  /** Told, once per thread started, what nice value the thread asked for and got. */
+  onPriority?: (report: PriorityReport) => void;
   /** Told when the thread dies unexpectedly (to log it); see {@link CallThreadCrash}. */
   onCrash?: (crash: CallThreadCrash) => void;
   /** Unexpected exits within a minute that are restarted; one more and the thread gives up. Default 3. */
@@ -165,6 +173,7 @@ export class CallThread {
       ratePerSecond: this.#rate,
       jitterMs: this.#opts.jitterMs,
       holdMs,
+      nice: this.#opts.nice ?? 0,
       state: s.buffer as SharedArrayBuffer,
     };
     const worker = new Worker(this.#url, {
@@ -234,6 +243,9 @@ export class CallThread {
         break;
       case 'error':
         this.#settle(msg.id)?.reject(fromWire(msg.error));
+        break;
+      case 'priority':
+        this.#opts.onPriority?.(msg.report);
         break;
       case 'stopped':
         this.#stopped?.();
