@@ -412,7 +412,7 @@ function passLines(p: PassMeasure, rate: number): string[] {
     `peak RSS ${(p.report.maxRssKb / 1024).toFixed(0)} MB; CPU in cores: mirror ${(p.cpu.byName.mirror ?? 0).toFixed(2)}, simulator ${(p.cpu.byName.simulator ?? 0).toFixed(2)}, Postgres backends ${p.cpu.postgres.toFixed(2)}, everything else ${p.cpu.other.toFixed(2)}; machine ${p.cpu.machine.toFixed(2)} of ${p.cpu.machineCores}, load average ${p.cpu.loadAverage.toFixed(1)}`,
     `machine CPU while work remained: ${machineBusyBetween(p.cpu, p.calls.firstAt, p.calls.drainAt).toFixed(2)} of ${p.cpu.machineCores} cores busy`,
     `CPU per call: mirror ${(p.report.cpuUserMs / calls).toFixed(2)} ms user + ${(p.report.cpuSystemMs / calls).toFixed(2)} ms system, Postgres ${perCall(p.cpu.postgres)} ms, simulator ${perCall(p.cpu.byName.simulator ?? 0)} ms`,
-    `event-loop delay p99 ${p.report.loopDelayP99Ms.toFixed(0)} ms (max ${p.report.loopDelayMaxMs.toFixed(0)}); call thread at nice ${p.report.threadNice ?? '?'}; call budget: ${p.budget.map((b) => `${b.rate}/s at ${(b.atMs / 1000).toFixed(1)} s`).join(', ') || 'no change logged'}`,
+    `event-loop delay p99 ${p.report.loopDelayP99Ms.toFixed(0)} ms (max ${p.report.loopDelayMaxMs.toFixed(0)}), simulator's p99 ${p.simLoopDelay.p99Ms.toFixed(0)} ms (max ${p.simLoopDelay.maxMs.toFixed(0)}); call thread at nice ${p.report.threadNice ?? '?'}; call budget: ${p.budget.map((b) => `${b.rate}/s at ${(b.atMs / 1000).toFixed(1)} s`).join(', ') || 'no change logged'}`,
     `calls per second: ${p.calls.perSecond.join(' ')}`,
     ...p.warnings.slice(0, 5).map((w) => `warning: ${w}`),
   ];

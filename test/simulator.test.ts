@@ -627,6 +627,23 @@ describe('call log and stats', () => {
     expect(sim.calls()).toEqual([]);
     expect(sim.stats().calls).toBe(8);
   });
+
+  it('reports how late its event loop ran since the log was cleared (arrival stamps are that late)', async () => {
+    const [sim] = await start({ store: fixtureStore() });
+    const wait = (ms: number) => new Promise((r) => setTimeout(r, ms));
+    sim.clearCalls();
+    // The histogram's first sample after a reset only starts its clock: let it tick first.
+    await wait(30);
+    const from = Date.now();
+    while (Date.now() - from < 60) {
+      // hold the loop, as building a big page or a GC pause would
+    }
+    await wait(20);
+    expect(sim.stats().loopDelay.maxMs).toBeGreaterThanOrEqual(50);
+    sim.clearCalls();
+    await wait(30);
+    expect(sim.stats().loopDelay.maxMs).toBeLessThan(50);
+  });
 });
 
 describe('generator', () => {

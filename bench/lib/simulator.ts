@@ -60,11 +60,13 @@ export async function startSimulator(s: SimSettings): Promise<SimProcess> {
   // The simulator timestamps arrivals, standing in for Tencent, whose servers do not share our
   // cores. At equal priority on a saturated 2-core machine its own scheduling delays bunch arrivals
   // together, so the one-second windows it counts are not the ones the mirror sent; ahead of the
-  // mirror and Postgres in the queue it records them when they arrive. Needs root; otherwise it runs
-  // at normal priority, and the report says so.
+  // mirror and Postgres in the queue it records them when they arrive. Ahead of the mirror's call
+  // thread too, which asks for nice -10 (TIM_CALL_THREAD_NICE): hence -20. Its own event loop still
+  // delays stamps (the report prints by how much). Needs root; otherwise it runs at normal
+  // priority, and the report says so.
   let raisedPriority = false;
   try {
-    setPriority(child.pid!, -10);
+    setPriority(child.pid!, -20);
     raisedPriority = true;
   } catch {
     // not permitted

@@ -32,6 +32,8 @@ export interface SweepSettings extends SimSettings {
 /** One pass, as measured. */
 export interface PassMeasure extends MirrorRun {
   calls: CallStats;
+  /** The simulator's event-loop delay during the pass: how late its arrival stamps could be. */
+  simLoopDelay: { p99Ms: number; maxMs: number };
   /** Rows in the mirror afterwards. */
   friendRows: number;
   tagRows: number;
@@ -93,9 +95,11 @@ export async function runSweep(adminUrl: string, s: SweepSettings): Promise<Swee
         SELECT (SELECT count(*) FROM tim.friends) AS f, (SELECT count(*) FROM tim.friend_tags) AS t`.execute(
         db,
       );
+      const simStats = await sim.stats();
       return {
         ...run,
         calls: callStats(await sim.calls()),
+        simLoopDelay: simStats.loopDelay,
         friendRows: Number(counts.rows[0]?.f ?? 0),
         tagRows: Number(counts.rows[0]?.t ?? 0),
       };

@@ -7,6 +7,7 @@ import { randomInt } from 'node:crypto';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
+import { type IntervalHistogram, monitorEventLoopDelay } from 'node:perf_hooks';
 import { verifyUserSig } from '../tim/usersig.js';
 import type { CallRecord } from './call-log.js';
 import { CallLog, maxInWindow } from './call-log.js';
@@ -101,6 +102,12 @@ export interface SimulatorStats {
   droppedCalls: number;
   /** `Date.now()` when counting started. */
   since: number;
+  /**
+   * This process's event-loop delay since the call log was last cleared (or counters reset), ms.
+   * Arrivals are stamped when the loop gets to them, so a stamp is late by up to `maxMs`: calls
+   * that arrived apart can be logged closer together, and a one-second window can count more.
+   */
+  loopDelay: { p99Ms: number; maxMs: number };
 }
 
 /** Largest request body read; friend_get bodies are tiny, so anything near this is a client bug. */
@@ -144,7 +151,7 @@ function bump(counts: Record<string, number>, key: string | number): void {
   counts[key] = (counts[key] ?? 0) + 1;
 }
 
-function freshStats(): Omit<SimulatorStats, 'inFlight' | 'loggedCalls' | 'droppedCalls'> {
+function freshStats(): Omit<SimulatorStats, 'inFlight' | 'loggedCalls' | 'droppedCalls' | 'loopDelay'> {
   return {
     calls: 0,
     ok: 0,
@@ -200,6 +207,8 @@ export class Simulator {
   #config: ResolvedConfig;
   #stats = freshStats();
   #inFlight = 0;
+  /** Sampled every 5 ms while listening: how late the loop (and so each arrival stamp) ran. */
+  readonly #loopDelay: IntervalHistogram = monitorEventLoopDelay({ resolution: 5 });
   #server: Server | undefined;
   #url: string | undefined;
   #closed = false;
@@ -292,6 +301,7 @@ export class Simulator {
         resolve();
       });
     });
+    this.#loopDelay.enable();
     const address = server.address() as AddressInfo;
     const host = address.family === 'IPv6' ? `[${address.address}]` : address.address;
     this.#url = `http://${host}:${address.port}`;
@@ -304,6 +314,7 @@ export class Simulator {
    */
   async close(): Promise<void> {
     this.#closed = true;
+    this.#loopDelay.disable();
     this.#callbacks.close();
     for (const sleep of this.#sleeps) {
       clearTimeout(sleep.timer);
@@ -364,6 +375,7 @@ export class Simulator {
   /** Empties the call log (counters in {@link stats} are kept). */
   clearCalls(): void {
     this.#log?.clear();
+    this.#loopDelay.reset();
   }
 
   /** The most logged calls whose arrival falls in any window `[t, t + windowMs)`. */
@@ -382,12 +394,18 @@ export class Simulator {
       inFlight: this.#inFlight,
       loggedCalls: this.#log?.length ?? 0,
       droppedCalls: this.#log?.dropped ?? 0,
+      loopDelay: {
+        // The histogram reads NaN/huge values before its first sample.
+        p99Ms: this.#loopDelay.count > 0 ? this.#loopDelay.percentile(99) / 1e6 : 0,
+        maxMs: this.#loopDelay.count > 0 ? this.#loopDelay.max / 1e6 : 0,
+      },
     };
   }
 
   /** Zeroes the counters of {@link stats}. */
   resetStats(): void {
     this.#stats = freshStats();
+    this.#loopDelay.reset();
   }
 
   #onRequest(req: IncomingMessage, res: ServerResponse): void {
