@@ -121,6 +121,9 @@ export async function syncAccount(
             { ...base, neverSynced: state.neverSynced === true },
             pull,
           );
+          // The snapshot holds all the apply needs. Let the decoded items go before waiting for
+          // an apply slot, or every account in the queue keeps its data twice.
+          pull.items = [];
           const applied = await applySnapshot(deps.db, snapshot, deps.nextSync);
           outcome.friendsWritten = applied.friendsUpserted + applied.friendsDeleted;
           outcome.tagsWritten = applied.tagsUpserted + applied.tagsDeleted;
