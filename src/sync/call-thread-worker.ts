@@ -34,7 +34,7 @@ interface Call {
  * thread over the main thread's decoding and SQL and over other processes (Postgres, on a shared
  * machine) without touching them. Elsewhere it would renice the whole process, so it is not tried.
  * Why it matters: on a busy 2-core machine the thread woke 3–15 ms late for its slots and the sweep
- * lost 1–2% of the quota (BENCHMARKS.md). It uses little CPU, so it starves no one.
+ * lost about 1% of the quota (BENCHMARKS.md). It uses little CPU, so it starves no one.
  */
 function applyNice(wanted: number): PriorityReport {
   if (wanted === 0) return { wanted, nice: getPriority() };
