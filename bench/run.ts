@@ -20,6 +20,7 @@ import { percentile } from './lib/percentile.js';
 import { type BenchServer, chooseServer } from './lib/postgres.js';
 import { machineBusyBetween } from './lib/proc.js';
 import { type BenchSettings, envPrefix, readSettings } from './lib/settings.js';
+import { SIM_NICE } from './lib/simulator.js';
 import { type CeilingResult, runCeiling, type WriteTiming } from './scenarios/ceiling.js';
 import { type FreshnessResult, freshnessLines, runFreshness } from './scenarios/freshness.js';
 import { runScheduler, type SchedulerResult } from './scenarios/scheduler.js';
@@ -509,8 +510,10 @@ function renderMarkdown(r: Results, rows: SummaryRow[]): string {
   );
   if (r.sweep) {
     md.push(
-      `| simulator | its own process${r.sweep.simRaisedPriority ? ', at raised priority (nice -10) so that it timestamps arrivals on time' : ', normal priority (raising it needs root)'} |`,
+      `| simulator | its own process${r.sweep.simRaisedPriority ? `, at raised priority (nice ${SIM_NICE}) so that it timestamps arrivals on time` : ', normal priority (raising it needs root)'} |`,
     );
+    const nice = r.sweep.full.report.threadNice;
+    if (nice !== undefined) md.push(`| mirror's call thread | nice ${nice}, as the kernel applied it |`);
   }
   md.push(
     `| mirror settings | ${

@@ -42,6 +42,9 @@ export interface SimProcess {
 /** The built CLI, next to this file in dist/. */
 export const CLI_PATH = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
 
+/** The simulator's nice value when the bench may raise it: ahead of the mirror's call thread (-10). */
+export const SIM_NICE = -20;
+
 /** Starts `friend-mirror simulate` and waits until it listens. */
 export async function startSimulator(s: SimSettings): Promise<SimProcess> {
   const simEnv: Record<string, string> = {
@@ -66,7 +69,7 @@ export async function startSimulator(s: SimSettings): Promise<SimProcess> {
   // priority, and the report says so.
   let raisedPriority = false;
   try {
-    setPriority(child.pid!, -20);
+    setPriority(child.pid!, SIM_NICE);
     raisedPriority = true;
   } catch {
     // not permitted
