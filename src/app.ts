@@ -39,6 +39,8 @@ export interface TimCalls {
   limiter: Limiter;
   /** True when calls are paced and sent from the call thread (`TIM_CALL_THREAD`). */
   callThread: boolean;
+  /** The nice value the call thread asked for and got, once it has reported; undefined without one. */
+  callThreadNice(): { wanted: number; nice: number } | undefined;
   /** Stops the limiter and closes the client (and with them the call thread). */
   close(): Promise<void>;
 }
@@ -94,6 +96,8 @@ export function timCallsFrom(
     ...(opts.onCall ? { onCall: opts.onCall } : {}),
   };
   if (cfg.callThread) {
+    let appliedNice: { wanted: number; nice: number } | undefined;
+    const logPriority = logPriorityOnce(log);
     const opened = openCallThread({
       baseUrl: cfg.baseUrl,
       timeoutMs: cfg.timeoutMs,
@@ -101,7 +105,10 @@ export function timCallsFrom(
       ratePerSecond,
       jitterMs: cfg.rateJitterMs,
       nice: cfg.callThreadNice,
-      onPriority: logPriorityOnce(log),
+      onPriority: (report) => {
+        appliedNice = { wanted: report.wanted, nice: report.nice };
+        logPriority(report);
+      },
       onCrash: (c) =>
         log.error(
           { reason: c.reason, failedCalls: c.failedCalls, restarting: c.restarting },
@@ -114,7 +121,13 @@ export function timCallsFrom(
       const { thread } = opened;
       log.debug('friend_get calls are paced and sent from the call thread');
       const client = new TimClient({ ...clientOptions, transport: thread.transport });
-      return { client, limiter: thread.limiter, callThread: true, close: () => client.close() };
+      return {
+        client,
+        limiter: thread.limiter,
+        callThread: true,
+        callThreadNice: () => appliedNice,
+        close: () => client.close(),
+      };
     }
     log.debug(
       { reason: opened.unavailable },
@@ -127,6 +140,7 @@ export function timCallsFrom(
     client,
     limiter,
     callThread: false,
+    callThreadNice: () => undefined,
     close: async () => {
       await limiter.stop();
       await client.close();

@@ -32,6 +32,12 @@ export interface MetricsOptions {
   collectAccounts?: () => Promise<AccountsSummary>;
   /** Calls waiting in the rate limiter. Without it, `limiter_queue_depth` is not exported. */
   limiterQueue?: () => number;
+  /**
+   * The nice value the call thread asked for (`TIM_CALL_THREAD_NICE`) and the one the kernel applied;
+   * undefined while there is no call thread or it has not reported, and then `call_thread_nice` has
+   * no sample.
+   */
+  callThreadNice?: () => { wanted: number; nice: number } | undefined;
   /** How long a `collectAccounts` result (or failure) is reused. Default 5,000 ms. */
   collectCacheMs?: number;
   /** How long a scrape waits for `collectAccounts` before keeping the last values. Default 3,000 ms. */
@@ -169,6 +175,24 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
         } catch {
           collectErrors.inc({ source: 'limiter' });
         }
+      },
+    });
+  }
+
+  if (opts.callThreadNice) {
+    const callThreadNice = opts.callThreadNice;
+    new Gauge({
+      name: `${prefix}call_thread_nice`,
+      help:
+        "The call thread's nice value as the kernel applied it, labelled with the one asked for " +
+        '(TIM_CALL_THREAD_NICE); higher than asked when the process may not raise its priority.',
+      labelNames: ['wanted'],
+      registers,
+      collect() {
+        // A labelled gauge has no sample until set: nothing is shown before the thread reports.
+        this.reset();
+        const r = callThreadNice();
+        if (r) this.set({ wanted: String(r.wanted) }, r.nice);
       },
     });
   }

@@ -98,8 +98,22 @@ describe('createMetrics', () => {
     expect(sample(body, 'tim_mirror_sync_lag_seconds')).toBe(0);
   });
 
+  it("reports the call thread's nice value once it is known, labelled with the one asked for", async () => {
+    let nice: { wanted: number; nice: number } | undefined;
+    const m = createMetrics({ callThreadNice: () => nice });
+    const series = 'tim_mirror_call_thread_nice{wanted="-10"}';
+    expect((await m.render()).body).not.toMatch(/^tim_mirror_call_thread_nice/m);
+    nice = { wanted: -10, nice: 0 };
+    expect(sample((await m.render()).body, series)).toBe(0);
+    nice = { wanted: -10, nice: -10 };
+    expect(sample((await m.render()).body, series)).toBe(-10);
+    nice = undefined;
+    expect((await m.render()).body).not.toMatch(/^tim_mirror_call_thread_nice/m);
+  });
+
   it('leaves out gauges whose source was not given, rather than reporting a made-up 0', async () => {
     const { body } = await createMetrics().render();
+    expect(body).not.toContain('tim_mirror_call_thread_nice');
     expect(body).not.toContain('tim_mirror_limiter_queue_depth');
     expect(body).not.toContain('tim_mirror_accounts');
     expect(body).not.toContain('tim_mirror_sync_lag_seconds');

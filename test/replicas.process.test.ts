@@ -254,6 +254,10 @@ describe('three replicas sharing one budget', () => {
     expect(ready.status).toBe(200);
     const metrics = await (await fetch(`${admin}/metrics`)).text();
     expect(metrics).toMatch(/tim_mirror_calls_total\{[^}]*outcome="ok"[^}]*\} \d+/);
+    // The call thread's nice value as applied: -10 where the process may raise it (root, Linux).
+    const nice = /^tim_mirror_call_thread_nice\{wanted="-10"\} (-?\d+)$/m.exec(metrics)?.[1];
+    expect(nice, metrics.slice(0, 500)).toBeDefined();
+    if (process.platform === 'linux' && process.getuid?.() === 0) expect(Number(nice)).toBe(-10);
   });
 
   it('sweep 2: a resync starts within ~1 s, and a SIGKILLed replica leaves its accounts to the others', async () => {

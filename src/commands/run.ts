@@ -66,6 +66,7 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
     collectAccounts: () => accountsSummary(db),
     // Read at scrape time, once `calls` below exists.
     limiterQueue: () => calls.limiter.queued(),
+    callThreadNice: () => calls.callThreadNice(),
   });
   // Rate 0 until the budget has heard from the other replicas.
   const calls = timCallsFrom(cfg.tim, cfg.sync, log, {
