@@ -354,39 +354,52 @@ describe('call thread (compiled worker)', () => {
       await database?.drop();
     });
 
+    /** The CLI's environment against the simulator, with debug logs as JSON lines. */
+    const cliEnv = (): Record<string, string | undefined> => ({
+      ...process.env,
+      DATABASE_URL: database.url,
+      TIM_SDKAPPID: String(APP),
+      TIM_SECRET_KEY: KEY,
+      TIM_BASE_URL: sim.baseUrl,
+      TIM_RATE_LIMIT: String(RATE),
+      LOG_LEVEL: 'debug',
+      LOG_FORMAT: 'json',
+    });
+
+    /** Runs the built CLI to its exit, optionally as another user. */
+    const cliRun = async (
+      env: Record<string, string | undefined>,
+      args: string[],
+      as?: { uid: number; gid: number },
+    ) => {
+      const child = spawn(process.execPath, [cli, ...args], {
+        env,
+        stdio: ['ignore', 'pipe', 'pipe'],
+        ...as,
+      });
+      atNormalPriority(child);
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (d: Buffer) => {
+        stdout += d.toString();
+      });
+      child.stderr.on('data', (d: Buffer) => {
+        stderr += d.toString();
+      });
+      const [code] = (await once(child, 'exit')) as [number | null];
+      const lines = stderr
+        .split('\n')
+        .filter((l) => l.startsWith('{'))
+        .map((l) => JSON.parse(l) as { msg: string; level: number; nice?: number; refused?: string });
+      return { code, stdout, stderr, lines };
+    };
+
     it.runIf(process.platform === 'linux' && process.getuid?.() === 0)(
       'asks for nice -10 by default: root gets it; a user without CAP_SYS_NICE is told why, and syncs all the same',
       async () => {
-        const env: Record<string, string | undefined> = {
-          ...process.env,
-          DATABASE_URL: database.url,
-          TIM_SDKAPPID: String(APP),
-          TIM_SECRET_KEY: KEY,
-          TIM_BASE_URL: sim.baseUrl,
-          TIM_RATE_LIMIT: String(RATE),
-          LOG_LEVEL: 'debug',
-          LOG_FORMAT: 'json',
-        };
-        const cliRun = async (args: string[], as?: { uid: number; gid: number }) => {
-          const child = spawn(process.execPath, [cli, ...args], {
-            env,
-            stdio: ['ignore', 'pipe', 'pipe'],
-            ...as,
-          });
-          atNormalPriority(child);
-          let stderr = '';
-          child.stderr.on('data', (d: Buffer) => {
-            stderr += d.toString();
-          });
-          const [code] = (await once(child, 'exit')) as [number | null];
-          const lines = stderr
-            .split('\n')
-            .filter((l) => l.startsWith('{'))
-            .map((l) => JSON.parse(l) as { msg: string; level: number; nice?: number; refused?: string });
-          return { code, stderr, lines };
-        };
-        expect((await cliRun(['accounts', 'add', ...accounts.slice(0, 10)])).code).toBe(0);
-        const asRoot = await cliRun(['sync', '--all']);
+        const env = cliEnv();
+        expect((await cliRun(env, ['accounts', 'add', ...accounts.slice(0, 10)])).code).toBe(0);
+        const asRoot = await cliRun(env, ['sync', '--all']);
         expect(asRoot.code, asRoot.stderr.slice(-2000)).toBe(0);
         expect(asRoot.lines.find((l) => l.msg === 'the call thread runs at its own priority')?.nice).toBe(
           -10,
@@ -394,7 +407,7 @@ describe('call thread (compiled worker)', () => {
 
         // nobody: no CAP_SYS_NICE, and a nice ulimit of 0 (unless this machine raised it).
         const nobody = { uid: 65534, gid: 65534 };
-        const asNobody = await cliRun(['sync', '--all'], nobody);
+        const asNobody = await cliRun(env, ['sync', '--all'], nobody);
         if (asNobody.stderr.includes('EACCES') && asNobody.stderr.includes('permission denied')) {
           console.log(
             `cannot run the CLI as nobody here (${asNobody.stderr.slice(0, 200)}); skipped that half`,
@@ -412,33 +425,10 @@ describe('call thread (compiled worker)', () => {
     );
 
     it('uses the call thread by default, keeps to the limit, and exits when done', async () => {
-      const env: Record<string, string | undefined> = {
-        ...process.env,
-        DATABASE_URL: database.url,
-        TIM_SDKAPPID: String(APP),
-        TIM_SECRET_KEY: KEY,
-        TIM_BASE_URL: sim.baseUrl,
-        TIM_RATE_LIMIT: String(RATE),
-        LOG_LEVEL: 'debug',
-        LOG_FORMAT: 'json',
-      };
-      const cliRun = async (args: string[]) => {
-        const child = spawn(process.execPath, [cli, ...args], { env, stdio: ['ignore', 'pipe', 'pipe'] });
-        atNormalPriority(child);
-        let stdout = '';
-        let stderr = '';
-        child.stdout.on('data', (d: Buffer) => {
-          stdout += d.toString();
-        });
-        child.stderr.on('data', (d: Buffer) => {
-          stderr += d.toString();
-        });
-        const [code] = (await once(child, 'exit')) as [number | null];
-        return { code, stdout, stderr };
-      };
-      expect((await cliRun(['accounts', 'add', ...accounts])).code).toBe(0);
+      const env = cliEnv();
+      expect((await cliRun(env, ['accounts', 'add', ...accounts])).code).toBe(0);
       await clearCalls();
-      const r = await cliRun(['sync', '--all']);
+      const r = await cliRun(env, ['sync', '--all']);
       expect(r.code, r.stderr.slice(-2000)).toBe(0);
       expect(r.stdout).toMatch(/^synced 60\/60 account\(s\)/);
       expect(r.stderr).toContain('friend_get calls are paced and sent from the call thread');
@@ -454,11 +444,11 @@ describe('call thread (compiled worker)', () => {
 
       // TIM_CALL_THREAD=false: the same, paced in the main thread; a bad value is a config error.
       env.TIM_CALL_THREAD = 'false';
-      const inThread = await cliRun(['sync', '--all']);
+      const inThread = await cliRun(env, ['sync', '--all']);
       expect(inThread.code).toBe(0);
       expect(inThread.stderr).not.toContain('paced and sent from the call thread');
       env.TIM_CALL_THREAD = 'maybe';
-      const bad = await cliRun(['sync', '--all']);
+      const bad = await cliRun(env, ['sync', '--all']);
       expect(bad.code).toBe(2);
       expect(bad.stderr.trim()).toBe(
         'friend-mirror: configuration error: TIM_CALL_THREAD must be true or false, got "maybe"',

@@ -6,7 +6,8 @@
  * every other apply sends them as one json parameter per table and category (the snapshot's row
  * objects, stringified as they are), expanded server-side by `json_to_recordset` into typed columns.
  * Either way an account costs a handful of statements whatever its friend count. Upserts skip rows
- * whose values are unchanged (`IS DISTINCT FROM`), so an incremental pass rewrites nothing it need not. BENCHMARKS.md has the measurements behind these choices.
+ * whose values are unchanged (`IS DISTINCT FROM`), so an incremental pass rewrites nothing it need
+ * not. BENCHMARKS.md has the measurements behind these choices.
  *
  * The same transaction appends the change history, `tim.friend_events`: one row per friend added,
  * removed or changed (its column and tag changes together), derived from the very statements that
@@ -177,8 +178,8 @@ function isFirstSync(snap: AccountSnapshot): boolean {
 /**
  * A first sync by `COPY`: the account's rows go to Postgres in the text format COPY parses
  * directly, which costs the server about a quarter less CPU per row than a `json_to_recordset`
- * insert (see src/db/copy.ts). A first sync writes the most rows of any apply, and a full sweep is nothing
- * but first syncs, so this is where the server's CPU goes.
+ * insert (see src/db/copy.ts). A first sync writes the most rows of any apply, and a full sweep is
+ * nothing but first syncs, so this is where the server's CPU goes.
  *
  * One transaction on one connection: lock the account row and check that it was never synced,
  * that its sequences are still the snapshot's base and that it holds no rows; then COPY the friends
@@ -472,8 +473,8 @@ function baselineEvent(snap: AccountSnapshot, friendCount: number) {
 
 /**
  * CTEs `fr` and `tg` (the snapshot's friend and tag rows) and `f` and `t` (their INSERTs, each
- * `RETURNING 1`), for {@link insertAll}'s statement. Postgres inlines `fr` and `tg` when they are read once and materialises them when the
- * statement reads them again (the history's `added` rows).
+ * `RETURNING 1`), for {@link insertAll}'s statement. Postgres inlines `fr` and `tg` when they are
+ * read once and materialises them when the statement reads them again (the history's `added` rows).
  */
 function insertRows(snap: AccountSnapshot) {
   return sql`fr AS (${friendRows(snap.standard?.friends ?? [])}),

@@ -59,8 +59,6 @@ const CLOSE_GRACE_MS = 10_000;
 /** Logged paths are client input: keep them short. */
 const MAX_LOGGED_PATH = 200;
 
-/** Strict: an invalid UTF-8 byte must be refused, not turned into U+FFFD inside an account id. */
-
 class ReadinessTimeout extends Error {}
 
 type Handler = (req: IncomingMessage, res: ServerResponse) => Promise<void>;
