@@ -7,12 +7,15 @@ import { randomInt } from 'node:crypto';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
 import type { CallRecord, SequenceReading, SimCall, TagRecord } from '../src/simulator/index.js';
 import {
+  buildPage,
+  buildPageJson,
   FriendStore,
   generateApp,
   maxInWindow,
   ODD_ACCOUNT_IDS,
   Simulator,
   UNKNOWN_TAG,
+  warmPageJson,
 } from '../src/simulator/index.js';
 import type { JsonValue } from '../src/tim/friend-get.js';
 import { generateUserSig } from '../src/tim/usersig.js';
@@ -351,6 +354,63 @@ describe.each<SequenceReading>(['empty-value-item', 'omit-friend'])('sequence ru
     const pages = await pullAll(base, 'alice', { StandardSequence: 999_999, CustomSequence: 999_999 });
     expect(items(pages)).toHaveLength(20);
     expect(items(pages).every((i) => i.ValueItem !== undefined)).toBe(true);
+  });
+});
+
+describe('serialized pages', () => {
+  // The server sends buildPageJson's text; buildPage's objects are the readable definition. They
+  // must agree byte for byte, including after changes, which replace records the JSON is cached for.
+  it('equal JSON.stringify of the page objects, for both readings, any sequences, before and after changes', () => {
+    const store = generateApp({ accounts: 40, meanFriends: 25, maxFriends: 80, seed: 11 });
+    warmPageJson(store, 'empty-value-item');
+    store.addAccount('edge');
+    store.addFriend('edge', 'no-tags', { standard: {} });
+    store.addFriend('edge', '123', {
+      standard: { Tag_SNS_IM_Remark: 'tab\there "q" 😀' },
+      custom: { '7': 1, Tag_SNS_Custom_X: { a: [1, null] } },
+    });
+    const compare = () => {
+      let pages = 0;
+      for (const accountId of store.accountIds()) {
+        const acc = store.account(accountId)!;
+        const seqs: [number | undefined, number | undefined][] = [
+          [undefined, undefined],
+          [acc.standardSequence, undefined],
+          [undefined, acc.customSequence],
+          [acc.standardSequence, acc.customSequence],
+        ];
+        for (const reading of ['empty-value-item', 'omit-friend'] as const) {
+          for (const [standardSequence, customSequence] of seqs) {
+            for (let offset = 0; offset === 0 || offset < acc.friends.size; offset += 9) {
+              const query = {
+                accountId,
+                offset,
+                ...(standardSequence === undefined ? {} : { standardSequence }),
+                ...(customSequence === undefined ? {} : { customSequence }),
+              };
+              const objects = buildPage(store, query, { pageSize: 9, reading })!;
+              const json = buildPageJson(store, query, { pageSize: 9, reading })!;
+              const { items, ...rest } = objects;
+              const { itemsJson, count, ...jsonRest } = json;
+              expect(`[${itemsJson}]`).toBe(JSON.stringify(items));
+              expect(count).toBe(items.length);
+              expect(jsonRest).toEqual(rest);
+              pages++;
+            }
+          }
+        }
+      }
+      return pages;
+    };
+    expect(compare()).toBeGreaterThan(500);
+    const changed = store.mutateRandom({ fraction: 0.5, seed: 3 });
+    expect(changed.length).toBeGreaterThan(10);
+    const someone = store.accountIds()[0]!;
+    const friend = [...store.account(someone)!.friends.keys()][0]!;
+    store.setStandardTag(someone, friend, 'Tag_SNS_IM_Remark', 'renamed');
+    store.setCustomTag(someone, friend, 'Tag_SNS_Custom_Level', '9');
+    store.addFriend('edge', '123', { standard: { Tag_SNS_IM_Remark: 'changed' } });
+    compare();
   });
 });
 

@@ -20,6 +20,8 @@ export interface SimSettings {
   latencyMs: readonly [number, number];
   sdkAppId: number;
   secretKey: string;
+  /** Write a V8 CPU profile of the simulator into `<cpuProfDir>/simulator` when it stops. */
+  cpuProfDir?: string | undefined;
 }
 
 /** A running simulator process. */
@@ -59,7 +61,12 @@ export async function startSimulator(s: SimSettings): Promise<SimProcess> {
     TIM_SECRET_KEY: s.secretKey,
     LOG_LEVEL: 'warn',
   };
-  const { baseUrl, child } = await spawnSimulator(CLI_PATH, simEnv);
+  const profDir = s.cpuProfDir ? `${s.cpuProfDir}/simulator` : undefined;
+  const { baseUrl, child } = await spawnSimulator(
+    CLI_PATH,
+    simEnv,
+    profDir ? ['--cpu-prof', `--cpu-prof-dir=${profDir}`] : [],
+  );
   // The simulator timestamps arrivals, standing in for Tencent, whose servers do not share our
   // cores. At equal priority on a saturated 2-core machine its own scheduling delays bunch arrivals
   // together, so the one-second windows it counts are not the ones the mirror sent; ahead of the

@@ -3,7 +3,7 @@
  * test of a deployment) without a real app. Configured by SIM_* variables; runs until SIGINT/SIGTERM.
  */
 import { parseDurationMs } from '../config.js';
-import { generateApp, Simulator } from '../simulator/index.js';
+import { generateApp, Simulator, warmPageJson } from '../simulator/index.js';
 import { sleep } from '../sync/limiter.js';
 import { type CommandContext, EXIT, UsageError } from './context.js';
 
@@ -31,6 +31,8 @@ export async function simulateCommand(ctx: CommandContext): Promise<number> {
     maxFriends: num(env, 'SIM_MAX_FRIENDS', 3000),
     seed: num(env, 'SIM_SEED', 1),
   });
+  // Before listening: the first sweep's pages then cost no more to serve than later ones.
+  warmPageJson(store, reading);
   const latency = num(env, 'SIM_LATENCY_MS', 0);
   // Friend webhooks, signed with the same token the mirror checks unless told otherwise.
   const callbackUrl = env.SIM_CALLBACK_URL || undefined;

@@ -19,8 +19,15 @@ export type { FaultKind, FaultOptions } from './faults.js';
 export { DEFAULT_FAULT_KINDS, isFaultKind } from './faults.js';
 export type { GenerateOptions } from './generate.js';
 export { generateApp, ODD_ACCOUNT_IDS } from './generate.js';
-export type { BuiltPage, PageQuery, SequenceReading, WireTagValue, WireUserDataItem } from './page.js';
-export { buildPage } from './page.js';
+export type {
+  BuiltPage,
+  BuiltPageJson,
+  PageQuery,
+  SequenceReading,
+  WireTagValue,
+  WireUserDataItem,
+} from './page.js';
+export { buildPage, buildPageJson, warmPageJson } from './page.js';
 export { SeededRandom } from './prng.js';
 export type { SimCall, SimulatorOptions, SimulatorStats } from './server.js';
 export { FRIEND_GET_PATH, Simulator } from './server.js';

@@ -15,12 +15,14 @@ export interface SimulatorProcess {
 /**
  * Spawns `node <cliPath> simulate` with `env` added to this process's environment and resolves once
  * it prints the address it listens at. Rejects with its last stderr output if it exits first.
+ * `nodeArgs` go to node before the script (e.g. `--cpu-prof`).
  */
 export async function spawnSimulator(
   cliPath: string,
   env: Record<string, string>,
+  nodeArgs: readonly string[] = [],
 ): Promise<SimulatorProcess> {
-  const child = spawn(process.execPath, [cliPath, 'simulate'], {
+  const child = spawn(process.execPath, [...nodeArgs, cliPath, 'simulate'], {
     env: { ...process.env, ...env },
     stdio: ['ignore', 'pipe', 'pipe'],
   });

@@ -26,7 +26,7 @@ import { faultErrorCode, isFaultKind, pickFault } from './faults.js';
 import type { GenerateOptions } from './generate.js';
 import { generateApp } from './generate.js';
 import { readBody } from './http-body.js';
-import { buildPage } from './page.js';
+import { buildPageJson } from './page.js';
 import { SeededRandom } from './prng.js';
 import { SlidingWindowCounter } from './rate-window.js';
 import { RecentValues } from './recent-values.js';
@@ -492,7 +492,7 @@ export class Simulator {
       return;
     }
     const config = this.#config;
-    const page = buildPage(
+    const page = buildPageJson(
       this.store,
       {
         accountId: checked.account,
@@ -509,8 +509,8 @@ export class Simulator {
     }
     const complete = page.nextOffset === undefined;
     const next = complete ? 0 : this.#cursors.issue(checked.account, page.nextOffset!, Date.now());
-    const text = JSON.stringify({
-      UserDataItem: page.items,
+    // The items go in as JSON already; the rest is serialized here, in Tencent's key order.
+    const rest = JSON.stringify({
       StandardSequence: page.standardSequence,
       CustomSequence: page.customSequence,
       FriendNum: page.friendNum,
@@ -521,12 +521,13 @@ export class Simulator {
       ErrorInfo: '',
       ErrorDisplay: '',
     });
+    const text = `{"UserDataItem":[${page.itemsJson}],${rest.slice(1)}`;
     if (fault === 'truncate') {
       this.#sendTruncated(res, record, text);
       return;
     }
-    record.items = page.items.length;
-    this.#stats.items += page.items.length;
+    record.items = page.count;
+    this.#stats.items += page.count;
     if (complete) this.#stats.completePages += 1;
     this.#sendTim(res, record, 0, text);
   }

@@ -90,6 +90,8 @@ interface AccountRecord {
   version: number;
   /** Friend lists for the pager, valid while `cachedVersion === version`; index = filter mask. */
   cache: (FriendEntry[] | undefined)[];
+  /** Other values derived from the account's data (see {@link FriendStore.derived}), valid as `cache` is. */
+  derived: Map<string, unknown>;
   cachedVersion: number;
 }
 
@@ -181,6 +183,7 @@ export class FriendStore {
       friends: new Map(),
       version: 0,
       cache: [],
+      derived: new Map(),
       cachedVersion: -1,
     });
     return true;
@@ -307,10 +310,7 @@ export class FriendStore {
   listFriends(accountId: string, filter?: CategoryFilter): readonly FriendEntry[] | undefined {
     const rec = this.#accounts.get(accountId);
     if (!rec) return undefined;
-    if (rec.cachedVersion !== rec.version) {
-      rec.cache = [];
-      rec.cachedVersion = rec.version;
-    }
+    this.#fresh(rec);
     const mask = filter ? (filter.standard ? 1 : 0) | (filter.custom ? 2 : 0) : 4;
     let list = rec.cache[mask];
     if (!list) {
@@ -346,6 +346,30 @@ export class FriendStore {
    */
   mutateRandom(options: MutateRandomOptions): string[] {
     return mutateRandomly(this, options);
+  }
+
+  /**
+   * A value derived from the account's current data: `compute()` the first time, then the same
+   * value until the account next changes. Undefined for an unknown account. The pager keeps its
+   * serialized items here.
+   */
+  derived<T>(accountId: string, key: string, compute: () => T): T | undefined {
+    const rec = this.#accounts.get(accountId);
+    if (!rec) return undefined;
+    this.#fresh(rec);
+    if (rec.derived.has(key)) return rec.derived.get(key) as T;
+    const value = compute();
+    rec.derived.set(key, value);
+    return value;
+  }
+
+  /** Drops cached lists and derived values when the account changed since they were made. */
+  #fresh(rec: AccountRecord): void {
+    if (rec.cachedVersion !== rec.version) {
+      rec.cache = [];
+      rec.derived = new Map();
+      rec.cachedVersion = rec.version;
+    }
   }
 
   #require(accountId: string): AccountRecord {
