@@ -56,6 +56,24 @@ describe('pullFriends', () => {
     expect(r).toMatchObject({ standardIncluded: true, customIncluded: true });
   });
 
+  it('hands a sink each page as it comes, and a fresh start on every restart', async () => {
+    // Attempt 1: page 2 moved the sequence, so it is not handed over. Attempt 2 completes.
+    const s = scripted([
+      page({ ids: ['a', 'b'], nextStartIndex: 9 }),
+      page({ ids: ['c'], standardSequence: 6, complete: true }),
+      page({ ids: ['a', 'b'], standardSequence: 6, nextStartIndex: 9 }),
+      page({ ids: ['c', 'd'], standardSequence: 6, complete: true }),
+    ]);
+    const log: string[] = [];
+    const sink = {
+      restart: () => log.push('restart'),
+      add: (items: readonly { friendId: string }[]) => log.push(items.map((i) => i.friendId).join(',')),
+    };
+    const r = await pullFriends(s.call, { accountId: 'x', standardSequence: 1, customSequence: 7, sink });
+    expect(log).toEqual(['restart', 'a,b', 'restart', 'a,b', 'c,d']);
+    expect(r).toMatchObject({ restarts: 1, calls: 4, items: [], standardSequence: 6 });
+  });
+
   it('restarts when sequences move between pages, then gives up with a reason', async () => {
     const s = scripted((_req, n) =>
       page({ ids: [`f${n}`], nextStartIndex: n + 100, standardSequence: 10 + n }),

@@ -12,7 +12,7 @@ import type { Database } from '../db/schema.js';
 import { TimApiError, TimError } from '../tim/errors.js';
 import { type FriendGetCall, pullFriends } from '../tim/friend-pull.js';
 import { type Drift, driftOf } from './reconcile.js';
-import { snapshotFromPull } from './snapshot.js';
+import { SnapshotRows, snapshotFromPull } from './snapshot.js';
 
 /** What syncing one account did. */
 export interface AccountSyncOutcome {
@@ -94,11 +94,13 @@ export async function syncAccount(
   let friendIds: string[] | undefined;
   try {
     for (let attempt = 0; ; attempt++) {
+      const rows = new SnapshotRows();
       const pull = await pullFriends(deps.call, {
         accountId: state.accountId,
         ...ask,
         maxPages: deps.maxPages,
         maxRestarts: deps.maxRestarts,
+        sink: rows,
       });
       outcome.calls += pull.calls;
       try {
@@ -120,10 +122,8 @@ export async function syncAccount(
             state.accountId,
             { ...base, neverSynced: state.neverSynced === true },
             pull,
+            rows,
           );
-          // The snapshot holds all the apply needs. Let the decoded items go before waiting for
-          // an apply slot, or every account in the queue keeps its data twice.
-          pull.items = [];
           const applied = await applySnapshot(deps.db, snapshot, deps.nextSync);
           outcome.friendsWritten = applied.friendsUpserted + applied.friendsDeleted;
           outcome.tagsWritten = applied.tagsUpserted + applied.tagsDeleted;

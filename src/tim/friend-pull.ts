@@ -22,6 +22,21 @@ export interface PullOptions {
   maxPages?: number;
   /** Restarts allowed when sequences move mid-pull. Default 3. */
   maxRestarts?: number;
+  /**
+   * Takes each page's friends as it arrives, instead of {@link PullResult.items}. A caller that
+   * keeps friends in a smaller form of its own converts each page at once, and the decoded page
+   * becomes garbage while it is still young: holding every page's decoded objects until the last
+   * page made them survive garbage collections, which cost the main thread more than decoding.
+   */
+  sink?: FriendSink;
+}
+
+/** Receives a pull's friends page by page (see {@link PullOptions.sink}). */
+export interface FriendSink {
+  /** A new attempt of the pull starts from the first page: forget every friend added so far. */
+  restart(): void;
+  /** One page's friends, in order. No friend repeats within the attempt. */
+  add(items: readonly FriendItem[]): void;
 }
 
 /** The outcome of a complete pull. */
@@ -34,6 +49,7 @@ export interface PullResult {
   customIncluded: boolean;
   /** Both sequences matched the stored ones: nothing changed and nothing else was read. */
   unchanged: boolean;
+  /** Every friend of the pull, in page order; empty when they went to {@link PullOptions.sink}. */
   items: FriendItem[];
   calls: number;
   restarts: number;
@@ -83,6 +99,7 @@ async function pullOnce(
   if (opts.customSequence !== null) base.CustomSequence = opts.customSequence;
 
   const items: FriendItem[] = [];
+  opts.sink?.restart();
   const seenIds = new Set<string>();
   const seenCursors = new Set<number>([0]);
   let first: FriendGetPage | undefined;
@@ -110,8 +127,9 @@ async function pullOnce(
     for (const item of page.items) {
       if (seenIds.has(item.friendId)) throw new Restart('a friend appeared twice');
       seenIds.add(item.friendId);
-      items.push(item);
     }
+    if (opts.sink) opts.sink.add(page.items);
+    else for (const item of page.items) items.push(item);
     if (page.complete) break;
     if (pages >= maxPages) {
       throw new TimPagingError(
