@@ -315,6 +315,113 @@ describe('first sync', () => {
     expect((await account('a')).standard_sequence).toBe(7);
   });
 
+  it('first syncs that wait for a slot together share one transaction, each with its own rows, events and sequences', async () => {
+    const ids = Array.from({ length: 40 }, (_, i) => `acc ${i} 'q'`);
+    await addAccounts(db, ids);
+    const results = await count(() =>
+      Promise.all(
+        ids.map((id, i) =>
+          applySnapshot(db, snapshot(id, i % 5 === 0 ? [] : [`x${i}`, `y${i}`], null, 10 + i)),
+        ),
+      ),
+    );
+    // 4 apply slots, each taking its share of the accounts waiting: 10 of 40, 8 of 30, 6 of 22,
+    // 4 of 16, and so on. The slot requests of accounts already taken find nobody waiting.
+    const commits = texts.filter((t) => t.trim() === 'COMMIT').length;
+    expect(commits).toBeGreaterThanOrEqual(4);
+    expect(commits).toBeLessThanOrEqual(12);
+    // Accounts without friends send no friend rows, so a batch of only those has no COPY.
+    expect(texts.filter((t) => t.startsWith('COPY tim.friends')).length).toBeLessThanOrEqual(commits);
+    for (const [i, r] of results.entries()) {
+      const n = i % 5 === 0 ? 0 : 2;
+      expect(r).toEqual({
+        friendsUpserted: n,
+        friendsDeleted: 0,
+        tagsUpserted: 2 * n,
+        tagsDeleted: 0,
+        friendCount: n,
+        events: 1,
+      });
+    }
+    for (const [i, id] of ids.entries()) {
+      const acct = await account(id);
+      const n = i % 5 === 0 ? 0 : 2;
+      expect([acct.standard_sequence, acct.custom_sequence, acct.friend_count, acct.status]).toEqual([
+        10 + i,
+        10 + i,
+        n,
+        'ok',
+      ]);
+      // last_changed_at only where rows were written, as for an account synced alone.
+      expect(acct.last_changed_at === null).toBe(n === 0);
+      expect((await readMirror(db, id)).map((f) => [f.friendId, f.tags.length])).toEqual(
+        n === 0
+          ? []
+          : [
+              [`x${i}`, 2],
+              [`y${i}`, 2],
+            ],
+      );
+    }
+    const events = await db
+      .selectFrom('tim.friend_events')
+      .select(['account_id', 'kind', 'changed'])
+      .where('account_id', 'in', ids)
+      .execute();
+    expect(events).toHaveLength(40);
+    expect(new Set(events.map((e) => e.account_id))).toEqual(new Set(ids));
+    expect(events.every((e) => e.kind === 'baseline')).toBe(true);
+  });
+
+  it('in a shared transaction, an account at fault fails alone; refusals and the general path stay per account', async () => {
+    const ids = ['ok1', 'dup', 'synced', 'gone', 'has-rows', 'ok2'];
+    // 18 more waiting accounts make the first slot's share 6 (24 ÷ 4 slots): the six above.
+    const fillers = Array.from({ length: 18 }, (_, i) => `filler${i}`);
+    await addAccounts(db, [...ids, ...fillers]);
+    await applySnapshot(db, snapshot('synced', ['s'], null, 3));
+    // Rows without a sync: only a hand-made mirror looks like this; the COPY path must refuse it.
+    await db.insertInto('tim.friends').values({ account_id: 'has-rows', friend_id: 'old' }).execute();
+    await removeAccounts(db, ['gone']);
+    texts = [];
+    const outcomes = await count(() =>
+      Promise.allSettled([
+        applySnapshot(db, snapshot('ok1', ['a'], null, 5)),
+        applySnapshot(db, snapshot('dup', ['d', 'e', 'd'], null, 5)),
+        applySnapshot(db, snapshot('synced', ['s', 't'], null, 5)),
+        applySnapshot(db, snapshot('gone', ['g'], null, 5)),
+        applySnapshot(db, snapshot('has-rows', ['n'], null, 5)),
+        applySnapshot(db, snapshot('ok2', ['b', 'c'], null, 5)),
+        ...fillers.map((id) => applySnapshot(db, snapshot(id, ['f'], null, 5))),
+      ]),
+    );
+    const [ok1, dup, synced, gone, hasRows, ok2, ...rest] = outcomes;
+    expect(rest.every((r) => r.status === 'fulfilled')).toBe(true);
+    // The six were checked together, in one locking statement.
+    const locks = texts.filter((t) => t.startsWith('BEGIN;'));
+    expect(locks.filter((t) => ids.every((id) => t.includes(`'${id}'`)))).toHaveLength(1);
+    expect(ok1).toMatchObject({ status: 'fulfilled', value: { friendsUpserted: 1, friendCount: 1 } });
+    expect(ok2).toMatchObject({ status: 'fulfilled', value: { friendsUpserted: 2, friendCount: 2 } });
+    expect(dup).toMatchObject({
+      status: 'rejected',
+      reason: { message: expect.stringMatching(/duplicate key/) },
+    });
+    expect(synced).toMatchObject({ status: 'rejected', reason: { reason: 'stale' } });
+    expect(gone).toMatchObject({ status: 'rejected', reason: { reason: 'gone' } });
+    // The general path replaced the hand-made row.
+    expect(hasRows).toMatchObject({ status: 'fulfilled', value: { friendCount: 1 } });
+    expect((await readMirror(db, 'has-rows')).map((f) => f.friendId)).toEqual(['n']);
+    // One shared try, rolled back by the repeated friend; then ok1, dup and ok2 each alone, while
+    // the refused accounts are not tried again.
+    expect(locks.filter((t) => t.includes(`'ok1'`))).toHaveLength(2);
+    expect(locks.filter((t) => t.includes(`'synced'`) || t.includes(`'gone'`))).toHaveLength(1);
+    expect((await readMirror(db, 'ok1')).map((f) => f.friendId)).toEqual(['a']);
+    expect((await readMirror(db, 'ok2')).map((f) => f.friendId)).toEqual(['b', 'c']);
+    expect(await readMirror(db, 'dup')).toEqual([]);
+    expect((await account('dup')).standard_sequence).toBeNull();
+    expect((await account('synced')).standard_sequence).toBe(3);
+    expect((await readMirror(db, 'synced')).map((f) => f.friendId)).toEqual(['s']);
+  });
+
   it('claims say whether the account was ever synced', async () => {
     await addAccounts(db, ['a']);
     expect(await claimAccount(db, 'a', { owner: 't', leaseMs: 60_000 })).toMatchObject({ neverSynced: true });

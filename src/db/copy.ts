@@ -87,14 +87,14 @@ export function copyJson(value: unknown): string {
  * @returns the rows Postgres reports copied
  * @throws the server's error (a bad field, a duplicate key) or the connection's
  */
-export function copyIn(client: pg.ClientBase, statement: string, body: string): Promise<number> {
+export function copyIn(client: pg.ClientBase, statement: string, body: string | Buffer): Promise<number> {
   return new Promise((resolve, reject) => {
     const stream = client.query(copyFrom(statement));
     // 'finish' comes after CommandComplete and ReadyForQuery: the rows are in and the connection is
     // free. An error (the server's, or the connection's) comes as 'error' instead.
     stream.on('finish', () => resolve(stream.rowCount));
     stream.on('error', reject);
-    stream.end(Buffer.from(body, 'utf8'));
+    stream.end(typeof body === 'string' ? Buffer.from(body, 'utf8') : body);
   });
 }
 

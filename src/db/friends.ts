@@ -2,7 +2,8 @@
  * Applying one account's pull to `tim.friends` and `tim.friend_tags`, in one transaction, together
  * with the account's sequences.
  *
- * Every write is set-based. A first sync sends its rows by `COPY` (src/db/copy.ts says why);
+ * Every write is set-based. A first sync sends its rows by `COPY` (src/db/copy.ts says why), in a
+ * transaction it shares with the other first syncs waiting to apply;
  * every other apply sends them as one json parameter per table and category (the snapshot's row
  * objects, stringified as they are), expanded server-side by `json_to_recordset` into typed columns.
  * Either way an account costs a handful of statements whatever its friend count. Upserts skip rows
@@ -16,6 +17,7 @@
  */
 import { type Kysely, sql, type Transaction } from 'kysely';
 import pLimit, { type LimitFunction } from 'p-limit';
+import type pg from 'pg';
 import { afterSync } from './accounts.js';
 import { copyIn, FRIEND_COPY_COLUMNS, friendCopyText, TAG_COPY_COLUMNS, tagCopyText } from './copy.js';
 import { pgPoolOf } from './pool.js';
@@ -137,13 +139,11 @@ export async function applySnapshot(
   snap: AccountSnapshot,
   schedule: NextSync = DEFAULT_NEXT_SYNC,
 ): Promise<ApplyResult> {
-  return applyGate(db)(async () => {
-    if (isFirstSync(snap)) {
-      const first = await copyFirstSync(db, snap, schedule);
-      if (first) return first;
-    }
-    return applyInTransaction(db, snap, schedule);
-  });
+  if (isFirstSync(snap) && pgPoolOf(db)) {
+    const first = await firstSyncByCopy(db, snap, schedule);
+    if (first) return first;
+  }
+  return applyGate(db)(() => applyInTransaction(db, snap, schedule));
 }
 
 /** The columns of `tim.accounts` every successful apply writes, besides the data's own. */
@@ -152,6 +152,13 @@ function syncedColumns(snap: AccountSnapshot, friendCount: number, schedule: Nex
     standard_sequence: snap.standardSequence,
     custom_sequence: snap.customSequence,
     friend_count: friendCount,
+    ...syncedStatus(schedule),
+  };
+}
+
+/** What every successful apply sets on its account, whatever the data. */
+function syncedStatus(schedule: NextSync) {
+  return {
     status: 'ok' as const,
     last_error: null,
     failures: 0,
@@ -175,99 +182,285 @@ function isFirstSync(snap: AccountSnapshot): boolean {
   );
 }
 
+/** A first sync waiting for {@link runFirstSyncs}. */
+interface FirstSyncJob {
+  snap: AccountSnapshot;
+  schedule: NextSync;
+  rows: number;
+  /** undefined: not this path (the account holds rows); the caller applies it in general. */
+  resolve: (result: ApplyResult | undefined) => void;
+  reject: (err: unknown) => void;
+}
+
+/**
+ * At most this many first syncs share one transaction, and past this many rows no further account
+ * joins it. Measured on the 2-core machine (bench/notes.md, 2026-12-02): 600 first syncs one per
+ * transaction cost Postgres 12.0 µs per row and the client 1.5–1.6 s; 8 per transaction 8.5–10.7 µs
+ * and 0.6–0.75 s; 32 per transaction 7.3–8.1 µs and 0.6–0.7 s, close to one bulk COPY (8.3 µs).
+ */
+const FIRST_SYNC_BATCH_ACCOUNTS = 32;
+const FIRST_SYNC_BATCH_ROWS = 20_000;
+
+const firstSyncQueues = new WeakMap<Kysely<Database>, FirstSyncJob[]>();
+
 /**
  * A first sync by `COPY`: the account's rows go to Postgres in the text format COPY parses
  * directly, which costs the server about a quarter less CPU per row than a `json_to_recordset`
  * insert (see src/db/copy.ts). A first sync writes the most rows of any apply, and a full sweep is
  * nothing but first syncs, so this is where the server's CPU goes.
  *
- * One transaction on one connection: lock the account row and check that it was never synced,
- * that its sequences are still the snapshot's base and that it holds no rows; then COPY the friends
- * and the tags, append the history's baseline row and store the sequences (one statement), and
- * commit: five round trips. If any statement fails, the transaction rolls back whole: the
- * sequences are never stored without the rows.
+ * First syncs that wait for an apply slot together share one transaction when the slot comes (see
+ * {@link runFirstSyncs}): the statements around the rows cost Postgres and this process about as
+ * much as a few hundred rows each, and a shared COPY is cheaper per row. An apply slot that finds
+ * nobody waiting runs its account alone, so an idle daemon adds no delay.
  *
- * The lock and the EXISTS probes follow the reasoning in {@link applyInTransaction}: the probes
- * read the statement's snapshot, and rows committed while the lock was awaited always come with
- * moved sequences, which the check (made on the locked, latest row) refuses. Returns undefined when
- * the account was synced before or holds rows (a `resync --full`, say), or when `db` was not made
- * by `createDb` (no pool to COPY through), for the general path.
+ * Returns undefined when the account was synced before or holds rows (a `resync --full`, say), for
+ * the general path.
  *
  * @throws SnapshotConflictError like {@link applySnapshot}
  */
-async function copyFirstSync(
+function firstSyncByCopy(
   db: Kysely<Database>,
   snap: AccountSnapshot,
   schedule: NextSync,
 ): Promise<ApplyResult | undefined> {
-  const pool = pgPoolOf(db);
-  if (!pool) return undefined;
-  const friends = snap.standard?.friends ?? [];
-  // Encoded before a connection is taken: the CPU work holds no connection.
-  const friendText = friendCopyText(snap.accountId, friends);
-  const tagText =
-    tagCopyText(snap.accountId, snap.standard?.tags ?? [], 'standard') +
-    tagCopyText(snap.accountId, snap.custom?.tags ?? [], 'custom');
-  const finish = sql`
-    WITH e AS (${baselineEvent(snap, friends.length)} RETURNING 1)
-    ${db
-      .updateTable('tim.accounts')
-      .set({
-        ...syncedColumns(snap, friends.length, schedule),
-        ...(friendText || tagText ? { last_changed_at: sql<Date>`now()` } : {}),
-      })
-      .where('account_id', '=', snap.accountId)}`.compile(db);
+  const queue = firstSyncQueue(db);
+  const rows =
+    (snap.standard?.friends.length ?? 0) +
+    (snap.standard?.tags.length ?? 0) +
+    (snap.custom?.tags.length ?? 0);
+  const done = new Promise<ApplyResult | undefined>((resolve, reject) => {
+    queue.push({ snap, schedule, rows, resolve, reject });
+  });
+  requestFirstSyncSlot(db, queue);
+  return done;
+}
 
-  const client = await pool.connect();
-  let reusable = true;
+function firstSyncQueue(db: Kysely<Database>): FirstSyncJob[] {
+  let queue = firstSyncQueues.get(db);
+  if (!queue) {
+    queue = [];
+    firstSyncQueues.set(db, queue);
+  }
+  return queue;
+}
+
+/**
+ * One slot request per account; a slot takes its share of the accounts waiting by then, so many
+ * requests find their account already applied. Made here, not where the account is queued: a
+ * request's closure lives until its slot comes, and must hold nothing of the account (closures in
+ * `firstSyncByCopy` kept every applied snapshot alive until then: 70 MB more live heap by the end
+ * of a full sweep).
+ */
+function requestFirstSyncSlot(db: Kysely<Database>, queue: FirstSyncJob[]): void {
+  void applyGate(db)(() => runFirstSyncs(db, queue));
+}
+
+/** Takes the next batch off `queue`: the oldest job, and the ones after it that fit beside it. */
+async function runFirstSyncs(db: Kysely<Database>, queue: FirstSyncJob[]): Promise<void> {
+  // A fair share of those waiting, not all of them: one transaction runs on one connection and one
+  // Postgres backend, so a slot that took everything would leave the other slots (and cores) idle.
+  // With the ceiling scenario's 4 callers at once, taking all made its 1,000 accounts take 7.0 s
+  // instead of 5.0 s (one run).
+  const share = Math.min(FIRST_SYNC_BATCH_ACCOUNTS, Math.ceil(queue.length / DEFAULT_APPLY_CONCURRENCY));
+  const first = queue.shift();
+  if (!first) return;
+  const batch = [first];
+  let rows = first.rows;
+  while (
+    batch.length < share &&
+    queue.length > 0 &&
+    sameSchedule(queue[0]!.schedule, first.schedule) &&
+    rows + queue[0]!.rows <= FIRST_SYNC_BATCH_ROWS
+  ) {
+    const job = queue.shift()!;
+    rows += job.rows;
+    batch.push(job);
+  }
+  // When a statement of a shared transaction fails (a bad field or a repeated friend in some
+  // account's rows), it is rolled back whole: each account that had passed the check goes again
+  // alone, so only the account at fault fails.
+  const again = await copyFirstSyncs(db, batch, batch.length === 1);
+  for (const job of again) await copyFirstSyncs(db, [job], true);
+}
+
+function sameSchedule(a: NextSync, b: NextSync): boolean {
+  return a.intervalMs === b.intervalMs && (a.jitter ?? 0.1) === (b.jitter ?? 0.1);
+}
+
+/**
+ * One transaction on one connection for `jobs`: lock the account rows (in id order, so two such
+ * transactions cannot deadlock) and check each was never synced, that its sequences are still the
+ * snapshot's base and that it holds no rows; then COPY the friends and the tags of the accounts
+ * that passed, append one baseline row each to the history and store their sequences (one
+ * statement), and commit: five round trips, however many accounts. If any statement fails, the
+ * transaction rolls back whole: sequences are never stored without their rows.
+ *
+ * The lock and the EXISTS probes follow the reasoning in {@link applyInTransaction}: the probes
+ * read the statement's snapshot, and rows committed while the lock was awaited always come with
+ * moved sequences, which the check (made on the locked, latest row) refuses.
+ *
+ * Settles every job it applied or refused. When a statement fails: with `last`, the failure
+ * rejects every job not yet settled; without, those jobs are returned, unsettled, to be tried again.
+ */
+async function copyFirstSyncs(
+  db: Kysely<Database>,
+  jobs: FirstSyncJob[],
+  last: boolean,
+): Promise<FirstSyncJob[]> {
+  const pool = pgPoolOf(db)!;
+  // Encoded before a connection is taken, so the CPU work holds no connection, and kept as UTF-8
+  // bytes while the transaction runs: compact, off the JS heap, and not the tree of every field
+  // string that a concatenated text is until it is flattened.
+  const encoded = new Map(
+    jobs.map((j) => {
+      const e = encodeFirstSync(j.snap);
+      return [j, { friends: Buffer.from(e.friends, 'utf8'), tags: Buffer.from(e.tags, 'utf8') }];
+    }),
+  );
+  let client: pg.PoolClient;
   try {
-    // BEGIN and the lock in one simple-protocol query (one round trip), so the account id is a
-    // literal here, escaped by pg.
+    client = await pool.connect();
+  } catch (err) {
+    for (const job of jobs) job.reject(err);
+    return [];
+  }
+  let reusable = true;
+  let checked = false;
+  const passed: FirstSyncJob[] = [];
+  try {
+    // BEGIN and the lock in one simple-protocol query (one round trip), so the account ids are
+    // literals here, escaped by pg.
+    const ids = jobs.map((j) => client.escapeLiteral(j.snap.accountId)).join(', ');
     const [, locked] = (await client.query(`BEGIN;
-      SELECT a.standard_sequence, a.custom_sequence,
+      SELECT a.account_id, a.standard_sequence, a.custom_sequence,
              a.last_synced_at IS NULL
                AND NOT EXISTS (SELECT 1 FROM tim.friends f WHERE f.account_id = a.account_id)
                AND NOT EXISTS (SELECT 1 FROM tim.friend_tags t WHERE t.account_id = a.account_id) AS fresh
-      FROM tim.accounts a WHERE a.account_id = ${client.escapeLiteral(snap.accountId)}
-      FOR UPDATE OF a`)) as unknown as [
-      unknown,
-      { rows: { standard_sequence: number | null; custom_sequence: number | null; fresh: boolean }[] },
-    ];
-    const row = locked.rows[0];
-    let refusal: SnapshotConflictError | undefined;
-    if (!row)
-      refusal = new SnapshotConflictError('gone', `account ${JSON.stringify(snap.accountId)} was removed`);
-    else if (row.standard_sequence !== null || row.custom_sequence !== null)
-      refusal = new SnapshotConflictError('stale', 'stored sequences changed while pulling');
-    if (refusal || !row?.fresh) {
-      await client.query('ROLLBACK');
-      if (refusal) throw refusal;
-      return undefined;
+      FROM tim.accounts a WHERE a.account_id IN (${ids})
+      ORDER BY a.account_id COLLATE "C"
+      FOR UPDATE OF a`)) as unknown as [unknown, { rows: LockedFirstSync[] }];
+    const byId = new Map(locked.rows.map((r) => [r.account_id, r]));
+    checked = true;
+    for (const job of jobs) {
+      const row = byId.get(job.snap.accountId);
+      if (!row) {
+        job.reject(
+          new SnapshotConflictError('gone', `account ${JSON.stringify(job.snap.accountId)} was removed`),
+        );
+      } else if (row.standard_sequence !== null || row.custom_sequence !== null) {
+        job.reject(new SnapshotConflictError('stale', 'stored sequences changed while pulling'));
+      } else if (!row.fresh) {
+        job.resolve(undefined);
+      } else {
+        passed.push(job);
+      }
     }
-    const copiedFriends = friendText ? await copyIn(client, COPY_FRIENDS, friendText) : 0;
-    const copiedTags = tagText ? await copyIn(client, COPY_TAGS, tagText) : 0;
+    if (passed.length === 0) {
+      await client.query('ROLLBACK');
+      return [];
+    }
+    const friendBytes = Buffer.concat(passed.map((j) => encoded.get(j)!.friends));
+    const tagBytes = Buffer.concat(passed.map((j) => encoded.get(j)!.tags));
+    if (friendBytes.length > 0) await copyIn(client, COPY_FRIENDS, friendBytes);
+    if (tagBytes.length > 0) await copyIn(client, COPY_TAGS, tagBytes);
+    const finish = (
+      passed.length === 1 ? firstSyncFinishOne(db, passed[0]!) : firstSyncFinish(passed)
+    ).compile(db);
     await client.query(finish.sql, finish.parameters as unknown[]);
     await client.query('COMMIT');
-    return {
-      friendsUpserted: copiedFriends,
-      friendsDeleted: 0,
-      tagsUpserted: copiedTags,
-      tagsDeleted: 0,
-      friendCount: friends.length,
-      events: 1,
-    };
-  } catch (err) {
-    if (!(err instanceof SnapshotConflictError)) {
-      // A failed statement left the transaction aborted: end it, or the connection goes back to the
-      // pool mid-transaction. If even that fails, the connection is broken; the pool drops it.
-      await client.query('ROLLBACK').catch(() => {
-        reusable = false;
+    for (const job of passed) {
+      const friendCount = job.snap.standard?.friends.length ?? 0;
+      job.resolve({
+        friendsUpserted: friendCount,
+        friendsDeleted: 0,
+        tagsUpserted: job.rows - friendCount,
+        tagsDeleted: 0,
+        friendCount,
+        events: 1,
       });
     }
-    throw err;
+    return [];
+  } catch (err) {
+    // A failed statement left the transaction aborted: end it, or the connection goes back to the
+    // pool mid-transaction. If even that fails, the connection is broken; the pool drops it.
+    await client.query('ROLLBACK').catch(() => {
+      reusable = false;
+    });
+    const unsettled = checked ? passed : jobs;
+    if (!last) return unsettled;
+    for (const job of unsettled) job.reject(err);
+    return [];
   } finally {
     client.release(!reusable);
   }
+}
+
+/** An account's rows as COPY input. */
+function encodeFirstSync(snap: AccountSnapshot): { friends: string; tags: string } {
+  return {
+    friends: friendCopyText(snap.accountId, snap.standard?.friends ?? []),
+    tags:
+      tagCopyText(snap.accountId, snap.standard?.tags ?? [], 'standard') +
+      tagCopyText(snap.accountId, snap.custom?.tags ?? [], 'custom'),
+  };
+}
+
+interface LockedFirstSync {
+  account_id: string;
+  standard_sequence: number | null;
+  custom_sequence: number | null;
+  fresh: boolean;
+}
+
+/**
+ * {@link firstSyncFinish} for one account, with its values as plain parameters: Postgres plans
+ * and runs it for less than the unnest form (in the ceiling scenario's 4 accounts at once, where
+ * every transaction holds one account, the unnest form cost 0.4–1.0 s more Postgres CPU per 1,000).
+ */
+function firstSyncFinishOne(db: Kysely<Database>, job: FirstSyncJob) {
+  const { snap } = job;
+  const friendCount = snap.standard?.friends.length ?? 0;
+  return sql`
+    WITH e AS (${baselineEvent(snap, friendCount)} RETURNING 1)
+    ${db
+      .updateTable('tim.accounts')
+      .set({
+        ...syncedColumns(snap, friendCount, job.schedule),
+        ...(job.rows > 0 ? { last_changed_at: sql<Date>`now()` } : {}),
+      })
+      .where('account_id', '=', snap.accountId)}`;
+}
+
+/**
+ * The history's baseline row for each account of `jobs` and its sequences, in one statement. The
+ * accounts' values come as arrays, unnested into rows.
+ */
+function firstSyncFinish(jobs: readonly FirstSyncJob[]) {
+  const ids = jobs.map((j) => j.snap.accountId);
+  const std = jobs.map((j) => j.snap.standardSequence);
+  const cus = jobs.map((j) => j.snap.customSequence);
+  const counts = jobs.map((j) => j.snap.standard?.friends.length ?? 0);
+  const changed = jobs.map((j) => j.rows > 0);
+  const rows = sql`unnest(${ids}::text[], ${std}::bigint[], ${cus}::bigint[], ${counts}::int[], ${changed}::boolean[])
+    AS u(account_id, standard_sequence, custom_sequence, friend_count, changed)`;
+  const status = Object.entries(syncedStatus(jobs[0]!.schedule)).map(
+    ([column, value]) => sql`${sql.ref(column)} = ${value}`,
+  );
+  return sql`
+    WITH e AS (
+      INSERT INTO tim.friend_events (account_id, kind, changed, standard_sequence, custom_sequence)
+      SELECT u.account_id, 'baseline', jsonb_build_object('friend_count', u.friend_count),
+             u.standard_sequence, u.custom_sequence
+      FROM ${rows}
+      RETURNING 1)
+    UPDATE tim.accounts SET
+      standard_sequence = u.standard_sequence, custom_sequence = u.custom_sequence,
+      friend_count = u.friend_count,
+      last_changed_at = CASE WHEN u.changed THEN now() ELSE tim.accounts.last_changed_at END,
+      ${sql.join(status)}
+    FROM ${rows}
+    WHERE tim.accounts.account_id = u.account_id`;
 }
 
 const COPY_FRIENDS = `COPY tim.friends ${FRIEND_COPY_COLUMNS} FROM STDIN`;
