@@ -82,19 +82,30 @@ export function copyJson(value: unknown): string {
 }
 
 /**
- * Runs `statement` (a `COPY … FROM STDIN`) on `client` with `body` as the whole text-format input.
+ * Runs `statement` (a `COPY … FROM STDIN`) on `client` with `body` as the whole text-format input:
+ * text, or its UTF-8 bytes in pieces that end at row boundaries (sent one after the other, not
+ * copied into one buffer first).
  *
  * @returns the rows Postgres reports copied
  * @throws the server's error (a bad field, a duplicate key) or the connection's
  */
-export function copyIn(client: pg.ClientBase, statement: string, body: string | Buffer): Promise<number> {
+export function copyIn(
+  client: pg.ClientBase,
+  statement: string,
+  body: string | readonly Buffer[],
+): Promise<number> {
   return new Promise((resolve, reject) => {
     const stream = client.query(copyFrom(statement));
     // 'finish' comes after CommandComplete and ReadyForQuery: the rows are in and the connection is
     // free. An error (the server's, or the connection's) comes as 'error' instead.
     stream.on('finish', () => resolve(stream.rowCount));
     stream.on('error', reject);
-    stream.end(typeof body === 'string' ? Buffer.from(body, 'utf8') : body);
+    if (typeof body === 'string') {
+      stream.end(Buffer.from(body, 'utf8'));
+    } else {
+      for (const piece of body) if (piece.length > 0) stream.write(piece);
+      stream.end();
+    }
   });
 }
 
