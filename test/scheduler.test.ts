@@ -303,4 +303,34 @@ describe('ReplicaBudget', () => {
     await fast.tick();
     expect(fast.rate).toBe(50);
   });
+
+  it('keeps the fast start when the first heartbeat is slower than the fence timer', async () => {
+    let clock = 0;
+    let answer: (() => void) | undefined;
+    const rates: number[] = [];
+    const budget = new ReplicaBudget({
+      replicaId: 'solo',
+      limit: 50,
+      heartbeat: () =>
+        new Promise((resolve) => {
+          answer = () => resolve([view('solo', 0, 0)]);
+        }),
+      setRate: (r) => rates.push(r),
+      now: () => clock,
+      sleep,
+      fastStartWhenAlone: true,
+    });
+    const first = budget.tick();
+    // The fence timer (every 250 ms) fires while the first heartbeat is still out, as on a busy machine.
+    clock = 300;
+    budget.fenceIfStale();
+    expect(rates).toEqual([]);
+    answer!();
+    await first;
+    expect(rates).toEqual([50]);
+    // Once a rate is in force, a stale heartbeat still fences.
+    clock = 20_000;
+    budget.fenceIfStale();
+    expect(rates).toEqual([50, 0]);
+  });
 });
