@@ -5,7 +5,8 @@
  * function and nothing else, where a `json_to_recordset` insert first parses a JSON document, then
  * builds a record per row, then plans and runs an INSERT. In the benchmark's "database ceiling"
  * (BENCHMARKS.md), one bulk COPY of the sweep's rows cost Postgres about 42% of the CPU per row of
- * the json insert; the mirror's COPY per account, with its transaction around it, about 75%.
+ * the json insert; the mirror's COPY per account, with its transaction around it, about 75%
+ * (first syncs now share transactions: see `firstSyncByCopy` in src/db/friends.ts).
  *
  * The text format: one line per row, fields separated by tabs, `\N` for NULL, and a backslash,
  * tab, newline or carriage return inside a field escaped with a backslash. Nothing else is special,

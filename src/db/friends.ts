@@ -73,9 +73,10 @@ export interface NextSync {
 }
 
 const DEFAULT_NEXT_SYNC: NextSync = { intervalMs: 3_600_000 };
+const DEFAULT_JITTER = 0.1;
 
 function nextSyncAt(s: NextSync) {
-  const jitter = s.jitter ?? 0.1;
+  const jitter = s.jitter ?? DEFAULT_JITTER;
   return sql<Date>`now() + ${s.intervalMs}::float8 * (1 - ${jitter}::float8 + random() * 2 * ${jitter}::float8) * interval '1 millisecond'`;
 }
 
@@ -286,7 +287,7 @@ async function runFirstSyncs(db: Kysely<Database>, queue: FirstSyncJob[]): Promi
 }
 
 function sameSchedule(a: NextSync, b: NextSync): boolean {
-  return a.intervalMs === b.intervalMs && (a.jitter ?? 0.1) === (b.jitter ?? 0.1);
+  return a.intervalMs === b.intervalMs && (a.jitter ?? DEFAULT_JITTER) === (b.jitter ?? DEFAULT_JITTER);
 }
 
 /**
@@ -313,12 +314,7 @@ async function copyFirstSyncs(
   // Encoded before a connection is taken, so the CPU work holds no connection, and kept as UTF-8
   // bytes while the transaction runs: compact, off the JS heap, and not the tree of every field
   // string that a concatenated text is until it is flattened.
-  const encoded = new Map(
-    jobs.map((j) => {
-      const e = encodeFirstSync(j.snap);
-      return [j, { friends: Buffer.from(e.friends, 'utf8'), tags: Buffer.from(e.tags, 'utf8') }];
-    }),
-  );
+  const encoded = new Map(jobs.map((j) => [j, encodeFirstSync(j.snap)]));
   let client: pg.PoolClient;
   try {
     client = await pool.connect();
@@ -397,13 +393,14 @@ async function copyFirstSyncs(
   }
 }
 
-/** An account's rows as COPY input. */
-function encodeFirstSync(snap: AccountSnapshot): { friends: string; tags: string } {
+/** An account's rows as COPY input, in UTF-8. */
+function encodeFirstSync(snap: AccountSnapshot): { friends: Buffer; tags: Buffer } {
+  const tags =
+    tagCopyText(snap.accountId, snap.standard?.tags ?? [], 'standard') +
+    tagCopyText(snap.accountId, snap.custom?.tags ?? [], 'custom');
   return {
-    friends: friendCopyText(snap.accountId, snap.standard?.friends ?? []),
-    tags:
-      tagCopyText(snap.accountId, snap.standard?.tags ?? [], 'standard') +
-      tagCopyText(snap.accountId, snap.custom?.tags ?? [], 'custom'),
+    friends: Buffer.from(friendCopyText(snap.accountId, snap.standard?.friends ?? []), 'utf8'),
+    tags: Buffer.from(tags, 'utf8'),
   };
 }
 

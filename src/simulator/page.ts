@@ -65,16 +65,15 @@ function toItem(friendId: string, friend: Readonly<SimFriend>, standard: boolean
   return item;
 }
 
-/** A page slice: which friends a page holds and which categories it returns. */
+/** A page slice: which friends a page holds, which categories it returns, and the rest of the page. */
 interface PageSlice {
   list: readonly FriendEntry[];
   start: number;
   end: number;
   standard: boolean;
   custom: boolean;
-  standardSequence: number;
-  customSequence: number;
-  friendNum: number;
+  /** Everything of the page but its items. */
+  page: Omit<BuiltPage, 'items'>;
 }
 
 function slicePage(
@@ -90,15 +89,19 @@ function slicePage(
     options.reading === 'omit-friend'
       ? store.listFriends(query.accountId, { standard, custom })!
       : store.listFriends(query.accountId)!;
+  const end = Math.min(list.length, query.offset + options.pageSize);
   return {
     list,
     start: query.offset,
-    end: Math.min(list.length, query.offset + options.pageSize),
+    end,
     standard,
     custom,
-    standardSequence: account.standardSequence,
-    customSequence: account.customSequence,
-    friendNum: account.friends.size,
+    page: {
+      standardSequence: account.standardSequence,
+      customSequence: account.customSequence,
+      friendNum: account.friends.size,
+      nextOffset: end < list.length ? end : undefined,
+    },
   };
 }
 
@@ -120,13 +123,7 @@ export function buildPage(
     const [friendId, friend] = slice.list[i]!;
     items.push(toItem(friendId, friend, slice.standard, slice.custom));
   }
-  return {
-    items,
-    standardSequence: slice.standardSequence,
-    customSequence: slice.customSequence,
-    friendNum: slice.friendNum,
-    nextOffset: slice.end < slice.list.length ? slice.end : undefined,
-  };
+  return { items, ...slice.page };
 }
 
 /** {@link BuiltPage} with its items already serialized. */
@@ -166,14 +163,7 @@ export function buildPageJson(
   const slice = slicePage(store, query, options);
   if (!slice) return undefined;
   const parts = itemsJson(store, query.accountId, slice, options.reading).slice(slice.start, slice.end);
-  return {
-    itemsJson: parts.join(','),
-    count: parts.length,
-    standardSequence: slice.standardSequence,
-    customSequence: slice.customSequence,
-    friendNum: slice.friendNum,
-    nextOffset: slice.end < slice.list.length ? slice.end : undefined,
-  };
+  return { itemsJson: parts.join(','), count: parts.length, ...slice.page };
 }
 
 /**
