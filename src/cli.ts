@@ -9,6 +9,7 @@ import { parseArgs } from 'node:util';
 import { openDb } from './app.js';
 import { accountsAdd, accountsImport, accountsList, accountsRemove } from './commands/accounts.js';
 import { type CommandContext, EXIT, UsageError } from './commands/context.js';
+import { ProgressLine } from './commands/progress-line.js';
 import { runCommand } from './commands/run.js';
 import { statsCommand } from './commands/stats.js';
 import { resyncCommand, statusCommand } from './commands/status.js';
@@ -55,9 +56,13 @@ export async function main(
   const errOut = io.errOut ?? ((text: string) => process.stderr.write(text));
   const env = io.env ?? process.env;
   let log: CommandContext['log'];
+  // On a terminal, long commands keep a progress line at the bottom; logs are written above it.
+  const progress =
+    io.progress ??
+    (io.log === undefined && process.stderr.isTTY ? new ProgressLine(process.stderr) : undefined);
   try {
     const logCfg = loadLogConfig(env);
-    log = io.log ?? createLogger(logCfg.level, undefined, logCfg.format);
+    log = io.log ?? createLogger(logCfg.level, progress?.logStream(), logCfg.format);
   } catch (err) {
     errOut(`friend-mirror: ${(err as Error).message}\n`);
     return EXIT.usage;
@@ -68,6 +73,7 @@ export async function main(
     out,
     signal: io.signal ?? new AbortController().signal,
     stdin: io.stdin ?? process.stdin,
+    ...(progress ? { progress } : {}),
   };
   try {
     return await dispatch(ctx, argv);

@@ -41,6 +41,7 @@ export const REDACT_PATHS = [
 /**
  * Creates the logger: JSON lines by default; human-readable when `format` is `pretty` (the CLI
  * picks that when stderr is a terminal). Redaction applies to both, since it runs before output.
+ * `destination` (default stderr) receives the JSON, or the pretty text.
  */
 export function createLogger(
   level: string,
@@ -48,10 +49,14 @@ export function createLogger(
   format: 'json' | 'pretty' = 'json',
 ): Logger {
   const out =
-    destination ??
-    (format === 'pretty'
-      ? pretty({ destination: 2, sync: true, translateTime: 'SYS:HH:MM:ss.l', ignore: 'pid,hostname,app' })
-      : pino.destination(2));
+    format === 'pretty'
+      ? pretty({
+          destination: destination ?? 2,
+          sync: true,
+          translateTime: 'SYS:HH:MM:ss.l',
+          ignore: 'pid,hostname,app',
+        })
+      : (destination ?? pino.destination(2));
   return pino(
     {
       level,

@@ -2,12 +2,14 @@
  * `friend-mirror accounts add|import|remove|list`.
  */
 import { createReadStream } from 'node:fs';
+import { stat } from 'node:fs/promises';
 import { createInterface } from 'node:readline';
 import type { Kysely } from 'kysely';
 import { accountIdProblem } from '../account-id.js';
 import { ACCOUNT_BATCH_SIZE, addAccounts, listAccounts, removeAccounts } from '../db/accounts.js';
 import type { Database } from '../db/schema.js';
 import { type CommandContext, EXIT, UsageError } from './context.js';
+import { formatEta } from './progress-line.js';
 
 /** `accounts add <id...>`: adds ids; bad ones are reported and skipped. */
 export async function accountsAdd(ctx: CommandContext, db: Kysely<Database>, ids: string[]): Promise<number> {
@@ -46,9 +48,24 @@ export async function accountsImport(
   db: Kysely<Database>,
   source: string,
 ): Promise<number> {
-  const input = source === '-' ? ctx.stdin : createReadStream(source, { encoding: 'utf8' });
+  const file = source === '-' ? undefined : createReadStream(source, { encoding: 'utf8' });
+  const input = file ?? ctx.stdin;
   const lines = createInterface({ input, crlfDelay: Number.POSITIVE_INFINITY });
   const report: ImportReport = { lines: 0, added: 0, alreadyPresent: 0, rejected: 0, duplicates: 0 };
+  const started = performance.now();
+  // A file's size gives the progress line a share and an ETA; stdin has neither.
+  const size =
+    ctx.progress && file
+      ? await stat(source).then(
+          (s) => s.size,
+          () => 0,
+        )
+      : 0;
+  const showProgress = () => {
+    ctx.progress?.update(
+      importProgressText(report, performance.now() - started, file && { read: file.bytesRead, total: size }),
+    );
+  };
   // Remembers ids of this input to report repeats; 1M ids of ≤32 bytes is well under 100 MB.
   const seen = new Set<string>();
   let batch: string[] = [];
@@ -77,7 +94,10 @@ export async function accountsImport(
       }
       seen.add(id);
       batch.push(id);
-      if (batch.length >= ACCOUNT_BATCH_SIZE) await flush();
+      if (batch.length >= ACCOUNT_BATCH_SIZE) {
+        await flush();
+        showProgress();
+      }
     }
   } catch (err) {
     const e = err as NodeJS.ErrnoException;
@@ -85,11 +105,30 @@ export async function accountsImport(
     throw err;
   }
   if (batch.length > 0) await flush();
+  ctx.progress?.done();
   ctx.out(
     `read ${report.lines} line(s): added ${report.added}, already present ${report.alreadyPresent}, ` +
       `rejected ${report.rejected}, repeated ${report.duplicates}`,
   );
   return report.rejected > 0 ? EXIT.failed : EXIT.ok;
+}
+
+/**
+ * The terminal's progress line of an import: lines read, their rate, and for a file (whose size is
+ * known) the share read and an ETA: `import 120,000 lines · 35% · 52,000 lines/s · ETA 3s`.
+ */
+export function importProgressText(
+  report: ImportReport,
+  elapsedMs: number,
+  bytes?: { read: number; total: number },
+): string {
+  const secs = Math.max(elapsedMs / 1000, 0.001);
+  const rate = `${Math.round(report.lines / secs).toLocaleString('en-US')} lines/s`;
+  const lines = `import ${report.lines.toLocaleString('en-US')} lines`;
+  if (!bytes || bytes.total <= 0) return `${lines} · ${rate}`;
+  const fraction = Math.min(bytes.read / bytes.total, 1);
+  const eta = fraction > 0 ? (secs / fraction) * (1 - fraction) : Number.NaN;
+  return `${lines} · ${Math.floor(fraction * 100)}% · ${rate} · ETA ${formatEta(eta)}`;
 }
 
 /** `accounts remove <id...>`: stops mirroring; their mirrored friends and tags are deleted. */

@@ -2,6 +2,7 @@
  * What every command receives: where to print, the logger, the environment and a shutdown signal.
  */
 import type { Logger } from '../log.js';
+import type { ProgressLine } from './progress-line.js';
 
 /** The command-line environment of one command. */
 export interface CommandContext {
@@ -12,6 +13,8 @@ export interface CommandContext {
   /** Aborted on SIGINT/SIGTERM. */
   signal: AbortSignal;
   stdin: NodeJS.ReadableStream;
+  /** Set when stderr is a terminal: long commands draw their progress here instead of logging it. */
+  progress?: ProgressLine;
 }
 
 /** Exit codes of the CLI (design.md). */

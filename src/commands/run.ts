@@ -18,8 +18,10 @@ import type { Database } from '../db/schema.js';
 import { startAdminServer } from '../http/admin-server.js';
 import { type CallbackServer, startCallbackServer } from '../http/callback-server.js';
 import { type AccountsSummary, createCallbackMetrics, createMetrics } from '../metrics.js';
+import { createStatusReport } from '../status-report.js';
 import { describeError, mustStopPass, syncAccount } from '../sync/account-sync.js';
 import { ReplicaBudget } from '../sync/budget.js';
+import { CallHistory } from '../sync/call-history.js';
 import { CallbackLatency } from '../sync/callback-latency.js';
 import { sleep } from '../sync/limiter.js';
 import { createOutcomeReporter } from '../sync/outcome-report.js';
@@ -68,10 +70,15 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
     limiterQueue: () => calls.limiter.queued(),
     callThreadNice: () => calls.callThreadNice(),
   });
+  // For the status page's chart: the last minutes of calls, without a Prometheus server.
+  const callHistory = new CallHistory();
   // Rate 0 until the budget has heard from the other replicas.
   const calls = timCallsFrom(cfg.tim, cfg.sync, log, {
     ratePerSecond: 0,
-    onCall: (e) => metrics.observeCall(e),
+    onCall: (e) => {
+      metrics.observeCall(e);
+      callHistory.record();
+    },
   });
   const { client, limiter } = calls;
   const background = new AbortController();
@@ -205,6 +212,21 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
   });
 
   let migrationsOk = false;
+  const readiness = async () => {
+    const checks: Record<string, { ok: boolean; detail?: string }> = {};
+    try {
+      await sql`SELECT 1`.execute(db);
+      checks.database = { ok: true };
+      migrationsOk ||= await migrationsAreCurrent(db);
+      checks.migrations = migrationsOk
+        ? { ok: true }
+        : { ok: false, detail: 'pending migrations: run migrate' };
+    } catch (err) {
+      checks.database = { ok: false, detail: `database unreachable: ${(err as Error).message}` };
+    }
+    checks.tencent = fatalMessage ? { ok: false, detail: fatalMessage } : { ok: true };
+    return { ready: Object.values(checks).every((c) => c.ok), checks };
+  };
   const admin = await startAdminServer({
     host: cfg.daemon.httpHost,
     port: cfg.daemon.httpPort,
@@ -213,21 +235,18 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
     metrics,
     resync: (req) =>
       requestResync(db, req.all ? { all: true } : { ids: req.ids ?? [] }, { full: req.full === true }),
-    readiness: async () => {
-      const checks: Record<string, { ok: boolean; detail?: string }> = {};
-      try {
-        await sql`SELECT 1`.execute(db);
-        checks.database = { ok: true };
-        migrationsOk ||= await migrationsAreCurrent(db);
-        checks.migrations = migrationsOk
-          ? { ok: true }
-          : { ok: false, detail: 'pending migrations: run migrate' };
-      } catch (err) {
-        checks.database = { ok: false, detail: `database unreachable: ${(err as Error).message}` };
-      }
-      checks.tencent = fatalMessage ? { ok: false, detail: fatalMessage } : { ok: true };
-      return { ready: Object.values(checks).every((c) => c.ok), checks };
-    },
+    readiness,
+    status: createStatusReport({
+      db,
+      replicaId,
+      rateLimit: cfg.tim.rateLimitPerSecond,
+      intervalMs: cfg.sync.intervalMs,
+      budget: () => ({ share: limiter.rate, peers: budget.peers }),
+      calls: callHistory,
+      metrics,
+      webhooksEnabled: Boolean(cfg.callback?.token),
+      ready: async () => (await readiness()).ready,
+    }),
   });
 
   let callbackServer: CallbackServer | undefined;

@@ -12,6 +12,7 @@ import { sendError, sendJson } from './json-response.js';
 import { gracefulCloser, listenHttp } from './listen.js';
 import { ClientGoneError, readBody } from './request-body.js';
 import { parseResyncRequest, type ResyncRequest } from './resync-request.js';
+import { renderStatusPage } from './status-page.js';
 
 /** What `readiness` answers, and what `GET /readyz` returns. */
 export interface Readiness {
@@ -38,6 +39,11 @@ export interface AdminServerOptions {
   resync: (req: ResyncRequest) => Promise<{ marked: number; unknown: string[] }>;
   /** How long `/readyz` waits for `readiness()` before answering 503. Default 2,000 ms. */
   readinessTimeoutMs?: number;
+  /**
+   * The status page's data (`GET /status.json`), any JSON-serialisable object. Without it, `/` and
+   * `/status.json` are 404.
+   */
+  status?: () => Promise<object>;
 }
 
 /** A running admin server. */
@@ -71,8 +77,9 @@ interface Route {
  * Starts the admin server and resolves once it listens.
  *
  * Routes: `GET /healthz` (liveness, no I/O), `GET /readyz` (200/503), `GET /metrics` (Prometheus
- * text), `POST /resync` (bearer token; `{"ids": [...]}` or `{"all": true}`, optional `"full": true`).
- * Everything else is 404. Each request is logged once at debug level with
+ * text), `POST /resync` (bearer token; `{"ids": [...]}` or `{"all": true}`, optional `"full": true`),
+ * and, with `status`, the status page `GET /` and its data `GET /status.json` (bearer token when
+ * `adminToken` is set: it lists account ids and errors). Everything else is 404. Each request is logged once at debug level with
  * method, path (no query), status and milliseconds; headers, tokens and bodies are never logged.
  *
  * @example
@@ -165,12 +172,32 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
     sendJson(res, 202, { marked: result.marked, unknown: result.unknown });
   };
 
+  // The page itself holds no data, so it needs no token: its script asks for one when
+  // status.json answers 401, and sends it as a bearer header like any other admin client.
+  const statusPage: Handler = async (_req, res) => {
+    const page = renderStatusPage();
+    res.writeHead(200, { ...page.headers, 'content-length': Buffer.byteLength(page.html) });
+    res.end(page.html);
+  };
+
+  const statusJson: Handler = async (req, res) => {
+    if (token && !token.matches(req.headers.authorization)) {
+      sendError(res, 401, 'missing or wrong bearer token', { 'www-authenticate': 'Bearer' });
+      return;
+    }
+    sendJson(res, 200, await opts.status!());
+  };
+
   const routes = new Map<string, Route>([
     ['/healthz', { methods: ['GET', 'HEAD'], handle: healthz }],
     ['/readyz', { methods: ['GET', 'HEAD'], handle: readyz }],
     ['/metrics', { methods: ['GET', 'HEAD'], handle: metricsRoute }],
     ['/resync', { methods: ['POST'], handle: resync }],
   ]);
+  if (opts.status) {
+    routes.set('/', { methods: ['GET', 'HEAD'], handle: statusPage });
+    routes.set('/status.json', { methods: ['GET', 'HEAD'], handle: statusJson });
+  }
 
   async function dispatch(req: IncomingMessage, res: ServerResponse, path: string): Promise<void> {
     const route = routes.get(path);
