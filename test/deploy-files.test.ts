@@ -61,4 +61,11 @@ describe('Dockerfile', () => {
     expect(dockerfile).toMatch(/^HEALTHCHECK .*\n.*\/healthz/m);
     expect(dockerfile).toMatch(/^ENTRYPOINT \["node", "dist\/src\/cli.js"\]$/m);
   });
+
+  it("runs npm ci with --ignore-scripts: the package's `prepare` would build before the sources are copied", () => {
+    expect(JSON.parse(readFileSync(new URL('package.json', root), 'utf8')).scripts.prepare).toBeDefined();
+    const installs = dockerfile.match(/^RUN npm ci .*$/gm) ?? [];
+    expect(installs).toHaveLength(2);
+    for (const line of installs) expect(line).toContain('--ignore-scripts');
+  });
 });
