@@ -38,6 +38,15 @@ export interface MetricsOptions {
    * no sample.
    */
   callThreadNice?: () => { wanted: number; nice: number } | undefined;
+  /**
+   * The call budget as this replica sees it: `TIM_RATE_LIMIT` (the app's quota), this replica's
+   * share of it (0 before its first settled decision and while it is fenced) and the live replicas
+   * sharing it. Without it, `call_budget_per_second`, `call_share_per_second` and `replicas` are not
+   * exported.
+   */
+  budget?: () => { limitPerSecond: number; sharePerSecond: number; replicas: number };
+  /** `SYNC_INTERVAL` in seconds, exported as `sync_interval_seconds` so alerts can compare the lag with it. */
+  syncIntervalSeconds?: number;
   /** How long a `collectAccounts` result (or failure) is reused. Default 5,000 ms. */
   collectCacheMs?: number;
   /** How long a scrape waits for `collectAccounts` before keeping the last values. Default 3,000 ms. */
@@ -64,6 +73,10 @@ export interface Metrics {
 const CALL_BUCKETS_SECONDS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10];
 /** An unchanged account is one call; a big changed one is many pages plus a transaction. */
 const ACCOUNT_BUCKETS_SECONDS = [0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120];
+/** An apply is one transaction of a few statements, or a share of a batched COPY; waits for a slot count. */
+const APPLY_BUCKETS_SECONDS = [0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30];
+/** Every `result` of `account_syncs_total`, exported from the start so `increase()` sees a 0, not nothing. */
+const ACCOUNT_RESULTS = ['unchanged', 'changed', 'missing', 'failed'] as const;
 
 /**
  * Creates the metrics on a new private registry.
@@ -107,6 +120,13 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     name: `${prefix}account_sync_duration_seconds`,
     help: 'Duration of one account sync: pull and apply, rate-limit waits included.',
     buckets: ACCOUNT_BUCKETS_SECONDS,
+    registers,
+  });
+  for (const result of ACCOUNT_RESULTS) accountSyncs.inc({ result }, 0);
+  const applyDuration = new Histogram({
+    name: `${prefix}apply_duration_seconds`,
+    help: 'Duration of writing one changed account to Postgres (its transaction, or its share of a batched first-sync COPY), waits for an apply slot included.',
+    buckets: APPLY_BUCKETS_SECONDS,
     registers,
   });
   const friendRows = new Counter({
@@ -197,6 +217,42 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     });
   }
 
+  if (opts.budget) {
+    const budget = opts.budget;
+    new Gauge({
+      name: `${prefix}call_budget_per_second`,
+      help: 'TIM_RATE_LIMIT: calls per second allowed for the whole app, shared by every replica.',
+      registers,
+      collect() {
+        this.set(budget().limitPerSecond);
+      },
+    });
+    new Gauge({
+      name: `${prefix}call_share_per_second`,
+      help: "This replica's share of the call budget; 0 before its first settled decision and while it is fenced (heartbeats failing).",
+      registers,
+      collect() {
+        this.set(budget().sharePerSecond);
+      },
+    });
+    new Gauge({
+      name: `${prefix}replicas`,
+      help: 'Live replicas sharing the call budget, as this replica last saw them in tim.replicas.',
+      registers,
+      collect() {
+        this.set(budget().replicas);
+      },
+    });
+  }
+
+  if (opts.syncIntervalSeconds !== undefined) {
+    new Gauge({
+      name: `${prefix}sync_interval_seconds`,
+      help: 'SYNC_INTERVAL: how often an account is re-checked; compare sync_lag_seconds with it.',
+      registers,
+    }).set(opts.syncIntervalSeconds);
+  }
+
   const collectAccounts = opts.collectAccounts;
   let accounts: Gauge<'status'> | undefined;
   let lag: Gauge | undefined;
@@ -270,6 +326,7 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     observeAccount(o) {
       accountSyncs.inc({ result: o.result });
       accountSyncDuration.observe(o.durationMs / 1000);
+      if (o.applyMs !== undefined) applyDuration.observe(o.applyMs / 1000);
       friendRows.inc(o.friendsWritten);
       tagRows.inc(o.tagsWritten);
       if (o.reconciled && (o.result === 'changed' || o.result === 'unchanged')) reconciles.inc();

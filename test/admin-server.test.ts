@@ -153,6 +153,17 @@ describe('admin server: readiness failures', () => {
     expect((await metrics.render()).body).toMatch(/^tim_mirror_ready 0$/m);
   });
 
+  it('GET /metrics runs the readiness check itself, so the ready gauge needs no /readyz probe', async () => {
+    let ready = true;
+    const { url, metrics } = await start({
+      readiness: async () => ({ ready, checks: { database: { ok: ready } } }),
+    });
+    expect((await metrics.render()).body).toMatch(/^tim_mirror_ready 0$/m);
+    expect(await (await fetch(`${url}/metrics`)).text()).toMatch(/^tim_mirror_ready 1$/m);
+    ready = false;
+    expect(await (await fetch(`${url}/metrics`)).text()).toMatch(/^tim_mirror_ready 0$/m);
+  });
+
   it('answers 503 when readiness takes longer than its timeout', async () => {
     const { url } = await start({ readiness: () => new Promise(() => {}), readinessTimeoutMs: 100 });
     const started = performance.now();

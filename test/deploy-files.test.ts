@@ -2,11 +2,14 @@
  * The deployment files, checked without a container engine (none runs on CI machines): the compose
  * file parses and wires the services as documented, every variable it sets is one the mirror
  * reads, and the Dockerfile keeps to the steps that make a small, non-root, health-checked image.
+ * The monitoring files in deploy/ have the panels and alerts asked for; that their metrics exist is
+ * checked against a running daemon in deploy-monitoring.process.test.ts.
  */
 import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { loadTimConfig } from '../src/config.js';
+import { exportedSeriesNames, metricNames, readAlertRules, readDashboard } from './fixtures/monitoring.js';
 
 const root = new URL('..', import.meta.url);
 const compose = parse(readFileSync(new URL('docker-compose.yml', root), 'utf8'), { merge: true }) as {
@@ -60,5 +63,115 @@ describe('Dockerfile', () => {
     expect(dockerfile).toMatch(/^USER node$/m);
     expect(dockerfile).toMatch(/^HEALTHCHECK .*\n.*\/healthz/m);
     expect(dockerfile).toMatch(/^ENTRYPOINT \["node", "dist\/src\/cli.js"\]$/m);
+  });
+
+  it("runs npm ci with --ignore-scripts: the package's `prepare` would build before the sources are copied", () => {
+    expect(JSON.parse(readFileSync(new URL('package.json', root), 'utf8')).scripts.prepare).toBeDefined();
+    const installs = dockerfile.match(/^RUN npm ci .*$/gm) ?? [];
+    expect(installs).toHaveLength(2);
+    for (const line of installs) expect(line).toContain('--ignore-scripts');
+  });
+});
+
+describe('deploy/grafana/friend-mirror.json', () => {
+  const dash = readDashboard();
+
+  it('is a Grafana dashboard with a Prometheus datasource variable and job/instance variables', () => {
+    expect(dash.schemaVersion).toBeGreaterThanOrEqual(36);
+    expect(dash.uid).toBe('tim-friend-mirror');
+    const vars = Object.fromEntries(dash.templating.list.map((v) => [v.name, v]));
+    expect(vars.DS_PROMETHEUS).toMatchObject({ type: 'datasource', query: 'prometheus' });
+    expect(vars.job?.type).toBe('query');
+    expect(vars.instance?.type).toBe('query');
+  });
+
+  it('has the panels of issue #19, each querying the datasource variable with PromQL', () => {
+    const titles = dash.panels.filter((p) => p.type !== 'row').map((p) => p.title);
+    for (const t of [
+      'Call rate against the quota',
+      '60007 and errors by class',
+      'Sync lag',
+      'Accounts by status',
+      'Callback outcomes',
+      'Apply latency',
+      'Replicas and shares',
+    ])
+      expect(titles).toContain(t);
+    const ids = new Set<number>();
+    for (const p of dash.panels) {
+      if (p.type === 'row') continue;
+      // Grafana's own placeholder syntax, not a template string.
+      expect(p.datasource, p.title).toEqual({ type: 'prometheus', uid: '$' + '{DS_PROMETHEUS}' });
+      expect(p.targets?.length, p.title).toBeGreaterThan(0);
+      for (const t of p.targets ?? []) {
+        expect(t.datasource, p.title).toEqual(p.datasource);
+        expect(t.expr, p.title).toMatch(/tim_mirror_/);
+        // Every selector is scoped to the chosen job (and instance, where per replica).
+        expect(t.expr, p.title).toMatch(/job=~"\$job"/);
+      }
+      const { id } = p as unknown as { id: number };
+      expect(ids.has(id), `duplicate panel id ${id}`).toBe(false);
+      ids.add(id);
+    }
+  });
+});
+
+describe('deploy/prometheus/alerts.yml', () => {
+  const rules = readAlertRules().flatMap((g) => g.rules);
+
+  it('has the alerts of issue #19, each with for:, a severity and a summary and description', () => {
+    const names = rules.map((r) => r.alert);
+    for (const a of [
+      'FriendMirrorSweepStopped',
+      'FriendMirrorCallRateZero',
+      'FriendMirrorSyncLagHigh',
+      'FriendMirrorAccountsFailing',
+      'FriendMirrorNotReady',
+    ])
+      expect(names).toContain(a);
+    for (const r of rules) {
+      expect(r.for, r.alert).toMatch(/^\d+[smh]$/);
+      expect(['warning', 'critical'], r.alert).toContain(r.labels?.severity);
+      expect(r.annotations?.summary, r.alert).toBeTruthy();
+      expect(r.annotations?.description?.length ?? 0, r.alert).toBeGreaterThan(80);
+    }
+  });
+
+  it('compares the lag with the exported SYNC_INTERVAL, not a hard-coded number', () => {
+    const lag = rules.find((r) => r.alert === 'FriendMirrorSyncLagHigh');
+    expect(lag?.expr).toMatch(
+      /tim_mirror_sync_lag_seconds[\s\S]*>\s*2 \* max by \(job\) \(tim_mirror_sync_interval_seconds\)/,
+    );
+  });
+});
+
+describe('metricNames (PromQL → metric names, for test/deploy-monitoring.process.test.ts)', () => {
+  it('keeps metric names and drops functions, aggregations, matchers, ranges, label lists and numbers', () => {
+    expect(
+      metricNames(
+        'histogram_quantile(0.95, sum by (le) (rate(a_seconds_bucket{job=~"$job",x="rate(b)"}[$__rate_interval])))',
+      ),
+    ).toEqual(['a_seconds_bucket']);
+    expect(
+      metricNames(
+        'sum by (job, instance) (increase(c_total[15m])) == 0 and on (job, instance) d_seconds > 300',
+      ).sort(),
+    ).toEqual(['c_total', 'd_seconds']);
+    expect(metricNames('max by (job) (e) > 2 * max by (job) (f) offset 5m unless absent(g) or 1e3')).toEqual([
+      'e',
+      'f',
+      'g',
+    ]);
+    expect(metricNames('sum without (result) (h{result="failed"}) / ignoring (result) group_left i')).toEqual(
+      ['h', 'i'],
+    );
+  });
+
+  it('maps the series of a histogram to its family, from the # TYPE lines', () => {
+    const names = exportedSeriesNames('# TYPE x_seconds histogram\n# TYPE y_total counter\ny_total 1\n');
+    expect(names.get('x_seconds_bucket')).toBe('x_seconds');
+    expect(names.get('x_seconds_count')).toBe('x_seconds');
+    expect(names.get('y_total')).toBe('y_total');
+    expect(names.has('y_total_count')).toBe(false);
   });
 });

@@ -183,6 +183,43 @@ describe('createMetrics', () => {
     expect(sample(body, 'tim_mirror_metrics_collect_errors_total{source="limiter"}')).toBe(1);
   });
 
+  it('exports every account sync result from the start, so increase() over a quiet window is 0', async () => {
+    const { body } = await createMetrics().render();
+    for (const result of ['unchanged', 'changed', 'missing', 'failed'])
+      expect(sample(body, `tim_mirror_account_syncs_total{result="${result}"}`), result).toBe(0);
+  });
+
+  it('times the apply of changed accounts only', async () => {
+    const m = createMetrics();
+    const base = { accountId: 'a', calls: 1, friendsWritten: 0, tagsWritten: 0, durationMs: 900 };
+    m.observeAccount({ ...base, result: 'changed', applyMs: 40 });
+    m.observeAccount({ ...base, result: 'unchanged' });
+    const { body } = await m.render();
+    expect(sample(body, 'tim_mirror_apply_duration_seconds_count')).toBe(1);
+    expect(sample(body, 'tim_mirror_apply_duration_seconds_bucket{le="0.025"}')).toBe(0);
+    expect(sample(body, 'tim_mirror_apply_duration_seconds_bucket{le="0.05"}')).toBe(1);
+  });
+
+  it("exports the call budget, this replica's share, the replicas and SYNC_INTERVAL, read at scrape time", async () => {
+    let share = 0;
+    const m = createMetrics({
+      budget: () => ({ limitPerSecond: 200, sharePerSecond: share, replicas: 2 }),
+      syncIntervalSeconds: 3600,
+    });
+    let { body } = await m.render();
+    expect(sample(body, 'tim_mirror_call_budget_per_second')).toBe(200);
+    expect(sample(body, 'tim_mirror_call_share_per_second')).toBe(0);
+    expect(sample(body, 'tim_mirror_replicas')).toBe(2);
+    expect(sample(body, 'tim_mirror_sync_interval_seconds')).toBe(3600);
+    share = 100;
+    ({ body } = await m.render());
+    expect(sample(body, 'tim_mirror_call_share_per_second')).toBe(100);
+    // Without their sources they are left out.
+    ({ body } = await createMetrics().render());
+    expect(body).not.toContain('tim_mirror_call_share_per_second');
+    expect(body).not.toContain('tim_mirror_sync_interval_seconds');
+  });
+
   it('gives each instance its own registry, so instances never clash', async () => {
     const a = createMetrics();
     const b = createMetrics();

@@ -66,9 +66,15 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
   const replicaId = cfg.daemon.replicaId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
   const metrics = createMetrics({
     collectAccounts: () => accountsSummary(db),
-    // Read at scrape time, once `calls` below exists.
+    // Read at scrape time, once `calls` and `budget` below exist.
     limiterQueue: () => calls.limiter.queued(),
     callThreadNice: () => calls.callThreadNice(),
+    budget: () => ({
+      limitPerSecond: cfg.tim.rateLimitPerSecond,
+      sharePerSecond: budget.rate,
+      replicas: budget.peers,
+    }),
+    syncIntervalSeconds: cfg.sync.intervalMs / 1000,
   });
   // For the status page's chart: the last minutes of calls, without a Prometheus server.
   const callHistory = new CallHistory();

@@ -77,9 +77,10 @@ interface Route {
  * Starts the admin server and resolves once it listens.
  *
  * Routes: `GET /healthz` (liveness, no I/O), `GET /readyz` (200/503), `GET /metrics` (Prometheus
- * text), `POST /resync` (bearer token; `{"ids": [...]}` or `{"all": true}`, optional `"full": true`),
- * and, with `status`, the status page `GET /` and its data `GET /status.json` (bearer token when
- * `adminToken` is set: it lists account ids and errors). Everything else is 404. Each request is logged once at debug level with
+ * text; runs the readiness check first, so `ready` is fresh), `POST /resync` (bearer token;
+ * `{"ids": [...]}` or `{"all": true}`, optional `"full": true`), and, with `status`, the status page
+ * `GET /` and its data `GET /status.json` (bearer token when `adminToken` is set: it lists account
+ * ids and errors). Everything else is 404. Each request is logged once at debug level with
  * method, path (no query), status and milliseconds; headers, tokens and bodies are never logged.
  *
  * @example
@@ -95,7 +96,8 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
 
   const healthz: Handler = async (_req, res) => sendJson(res, 200, { status: 'ok' });
 
-  const readyz: Handler = async (_req, res) => {
+  /** Runs the readiness check (never rejects) and sets the `ready` gauge from its answer. */
+  async function checkReadiness(): Promise<Readiness> {
     let answer: Readiness;
     try {
       const r = await withTimeout(opts.readiness(), readinessTimeoutMs);
@@ -113,10 +115,18 @@ export async function startAdminServer(opts: AdminServerOptions): Promise<AdminS
       };
     }
     metrics.setReady(answer.ready);
+    return answer;
+  }
+
+  const readyz: Handler = async (_req, res) => {
+    const answer = await checkReadiness();
     sendJson(res, answer.ready ? 200 : 503, answer);
   };
 
   const metricsRoute: Handler = async (_req, res) => {
+    // The `ready` gauge must not depend on something else probing /readyz: a daemon without an
+    // orchestrator would otherwise report 0 forever, and the "not ready" alert would never clear.
+    await checkReadiness();
     const { contentType, body } = await metrics.render();
     res.writeHead(200, {
       'content-type': contentType,

@@ -23,6 +23,8 @@ export interface AccountSyncOutcome {
   friendsWritten: number;
   tagsWritten: number;
   durationMs: number;
+  /** Time spent writing the data (`applySnapshot`), when the account changed. */
+  applyMs?: number;
   error?: Error;
   /** The account was synced as a due reconciliation (a full read). */
   reconciled?: boolean;
@@ -124,7 +126,9 @@ export async function syncAccount(
             pull,
             rows,
           );
+          const applyStartedAt = performance.now();
           const applied = await applySnapshot(deps.db, snapshot, deps.nextSync);
+          outcome.applyMs = performance.now() - applyStartedAt;
           outcome.friendsWritten = applied.friendsUpserted + applied.friendsDeleted;
           outcome.tagsWritten = applied.tagsUpserted + applied.tagsDeleted;
           outcome.result = 'changed';
