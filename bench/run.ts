@@ -8,9 +8,9 @@
  * DATABASE_POOL_SIZE, TIM_RATE_JITTER_MS, TIM_TIMEOUT_MS and TIM_CALL_THREAD pass through to it
  * (e.g. TIM_CALL_THREAD=false to compare with pacing on the main thread). Postgres: BENCH_DATABASE_URL, else
  * TEST_DATABASE_URL, else an embedded server. BENCHMARKS.md is written only by a run of every
- * scenario (not with --only or --ci); its analysis section comes from bench/notes.md.
+ * scenario (not with --only or --ci); it links the hand-written analysis in bench/notes.md.
  */
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadTimConfig } from '../src/config.js';
@@ -488,7 +488,8 @@ function renderMarkdown(r: Results, rows: SummaryRow[]): string {
   const md: string[] = [];
   md.push('# Benchmarks');
   md.push('');
-  md.push('Written by `npm run bench` (bench/run.ts); the analysis at the end comes from bench/notes.md.');
+  md.push('Written by `npm run bench` (bench/run.ts): the latest run and the command behind each table.');
+  md.push('What the numbers mean, and what was tried and measured: [bench/notes.md](bench/notes.md).');
   md.push('Re-run it to refresh every number below. Issue #5 has the targets.');
   md.push('');
   md.push('## Machine and run');
@@ -561,8 +562,9 @@ function renderMarkdown(r: Results, rows: SummaryRow[]): string {
   if (r.ceiling) block('Database ceiling', r.ceilingCommand, ceilingLines(r.ceiling));
   if (r.scheduler) block('Scheduler scale', r.schedulerCommand, schedulerLines(r.scheduler));
   if (r.freshness) block('Freshness', r.freshnessCommand, freshnessLines(r.freshness));
-  const notes = fileURLToPath(new URL('../../bench/notes.md', import.meta.url));
-  if (existsSync(notes)) md.push(readFileSync(notes, 'utf8').trimEnd(), '');
+  md.push('## Analysis', '');
+  md.push('The running analysis lives in [bench/notes.md](bench/notes.md), written by hand; it is linked,');
+  md.push('not copied, so this file holds only what the last run measured.', '');
   return `${md.join('\n')}\n`;
 }
 
