@@ -6,16 +6,15 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { openDb } from './app.js';
+import type { Kysely } from 'kysely';
 import { accountsAdd, accountsImport, accountsList, accountsRemove } from './commands/accounts.js';
 import { type CommandContext, EXIT, UsageError } from './commands/context.js';
-import { runCommand } from './commands/run.js';
 import { statsCommand } from './commands/stats.js';
 import { resyncCommand, statusCommand } from './commands/status.js';
-import { syncCommand } from './commands/sync.js';
 import { COMMANDS, type CommandSpec, commandHelp, HELP, isCommand } from './commands/usage.js';
 import {
   ConfigError,
+  type DbConfig,
   loadCallbackConfig,
   loadDaemonConfig,
   loadDbConfig,
@@ -29,7 +28,9 @@ import {
   requireCurrentSchema,
   SchemaBehindError,
 } from './db/migrate.js';
-import { createLogger } from './log.js';
+import { createDb } from './db/pool.js';
+import type { Database } from './db/schema.js';
+import { createLogger, type Logger } from './log.js';
 
 export { HELP } from './commands/usage.js';
 
@@ -158,10 +159,16 @@ async function dispatch(ctx: CommandContext, argv: string[]): Promise<number> {
         if (ids.length !== 1) throw new UsageError('accounts import needs one file name, or - for stdin');
         return await accountsImport(ctx, db, ids[0]!);
       }
-      case 'sync':
+      // Loaded here: the Tencent client, the call thread and the daemon's servers are most of the
+      // CLI's start-up time, and the other commands need none of them.
+      case 'sync': {
+        const { syncCommand } = await import('./commands/sync.js');
         return await syncCommand(ctx, db, { tim: tim!, sync: sync! }, { all, ids: positionals });
-      case 'run':
+      }
+      case 'run': {
+        const { runCommand } = await import('./commands/run.js');
         return await runCommand(ctx, db, { db: dbCfg, tim: tim!, sync: sync!, daemon: daemon!, callback });
+      }
       case 'resync':
         return await resyncCommand(ctx, db, { full, all, ids: positionals });
       case 'stats':
@@ -172,6 +179,15 @@ async function dispatch(ctx: CommandContext, argv: string[]): Promise<number> {
   } finally {
     await db.destroy();
   }
+}
+
+/** Opens the database pool; idle-connection failures are logged, not fatal. */
+function openDb(cfg: DbConfig, log: Logger, extraConnections = 0): Kysely<Database> {
+  return createDb(cfg.databaseUrl, {
+    maxConnections: cfg.poolSize + extraConnections,
+    onIdleError: (err) =>
+      log.warn({ err: { message: err.message } }, 'an idle database connection failed; it will be replaced'),
+  });
 }
 
 /** A command's flags and positional arguments; an unknown option is a {@link UsageError}. */
