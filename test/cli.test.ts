@@ -266,9 +266,12 @@ describe('per-command help and usage errors', () => {
   });
 
   it.each(commands)('%s --help and -h print its usage, exit 0 and start nothing', async (c) => {
+    const lines = c === 'accounts' ? [[c], [c, 'list'], [c, 'import']] : [[c]];
     for (const flag of ['--help', '-h']) {
-      const r = await run(c === 'accounts' ? [c, 'list', flag] : [c, flag]);
-      expect(r, `${c} ${flag}`).toEqual({ code: 0, out: [commandHelp(c)], err: '' });
+      for (const line of lines) {
+        const r = await run([...line, flag]);
+        expect(r, `${line.join(' ')} ${flag}`).toEqual({ code: 0, out: [commandHelp(c)], err: '' });
+      }
       expect(commandHelp(c)).toContain(`friend-mirror ${c}`);
     }
   });
