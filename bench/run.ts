@@ -2,7 +2,7 @@
  * `npm run bench`: measures the mirror against the quota (issue #5) and writes BENCHMARKS.md.
  * `npm run bench:ci`: a small full sweep that fails only on gross regressions (bench/lib/guard.ts).
  *
- * usage: node dist/bench/run.js [--ci] [--only full,incremental,ceiling,scheduler,freshness] [--no-write]
+ * usage: node dist/bench/run.js [--ci] [--only full,incremental,ceiling,scheduler,freshness,status] [--no-write]
  *
  * Settings: BENCH_* variables (bench/lib/settings.ts); the mirror's SYNC_CONCURRENCY,
  * DATABASE_POOL_SIZE, TIM_RATE_JITTER_MS, TIM_TIMEOUT_MS and TIM_CALL_THREAD pass through to it
@@ -24,9 +24,10 @@ import { SIM_NICE } from './lib/simulator.js';
 import { type CeilingResult, runCeiling, type WriteTiming } from './scenarios/ceiling.js';
 import { type FreshnessResult, freshnessLines, runFreshness } from './scenarios/freshness.js';
 import { runScheduler, type SchedulerResult } from './scenarios/scheduler.js';
+import { runStatus, type StatusResult, statusLines } from './scenarios/status.js';
 import { type PassMeasure, runSweep, type SweepResult } from './scenarios/sweep.js';
 
-const ALL = ['full', 'incremental', 'ceiling', 'scheduler', 'freshness'] as const;
+const ALL = ['full', 'incremental', 'ceiling', 'scheduler', 'freshness', 'status'] as const;
 type Scenario = (typeof ALL)[number];
 
 /**
@@ -71,6 +72,8 @@ interface Results {
   schedulerCommand?: string;
   freshness?: FreshnessResult;
   freshnessCommand?: string;
+  status?: StatusResult;
+  statusCommand?: string;
 }
 
 /**
@@ -88,6 +91,18 @@ function freshnessSettings(settings: BenchSettings) {
     maxFriends: n('MAX_FRIENDS', 200),
     intervalSeconds: n('INTERVAL_SECONDS', 30),
     changes: n('CHANGES', 40),
+  };
+}
+
+/** The status scenario's mirror: 1,000,000 friend rows by default. `BENCH_STATUS_*` override it. */
+function statusSettings() {
+  const n = (name: string, dflt: number) => Number(process.env[`BENCH_STATUS_${name}`] ?? dflt);
+  return {
+    friendRows: n('FRIEND_ROWS', 1_000_000),
+    accounts: n('ACCOUNTS', 10_000),
+    wideAccounts: n('WIDE_ACCOUNTS', 1_000_000),
+    runs: n('RUNS', 21),
+    cliRuns: n('CLI_RUNS', 5),
   };
 }
 
@@ -160,6 +175,12 @@ async function main(): Promise<number> {
       r.freshness = await runFreshness(server.adminUrl, { ...freshnessSettings(settings), say });
       out(`\n## freshness   $ ${r.freshnessCommand}`);
       for (const l of freshnessLines(r.freshness)) out(`  ${l}`);
+    }
+    if (only.has('status')) {
+      r.statusCommand = `${envPrefix(settings)}${base}${onlyArg(['status'])}`;
+      r.status = await runStatus(server.adminUrl, { ...statusSettings(), say });
+      out(`\n## status   $ ${r.statusCommand}`);
+      for (const l of statusLines(r.status)) out(`  ${l}`);
     }
   } finally {
     await server.stop();
@@ -394,6 +415,29 @@ function summaryRows(r: Results): SummaryRow[] {
       );
     }
   }
+  const st = r.status;
+  if (st) {
+    add(
+      'status',
+      `status queries, ${st.status.friendRows.toLocaleString('en')} friend rows (${st.status.accounts.toLocaleString('en')} accounts)`,
+      `${st.status.medianMs.toFixed(1)} ms median, ${st.status.p95Ms.toFixed(1)} p95`,
+      '≤ 100 ms',
+      check(st.status.medianMs <= 100),
+    );
+    add(
+      'status',
+      'friend rows reported = count(*)',
+      `${st.reported.toLocaleString('en')} vs ${st.recount.toLocaleString('en')}`,
+      'equal',
+      check(st.reported === st.recount),
+    );
+    add('status', '`friend-mirror status` process, start to exit', `${st.cli.medianMs.toFixed(0)} ms median`);
+    add(
+      'status',
+      `status queries, ${st.wide.accounts.toLocaleString('en')} accounts`,
+      `${st.wide.medianMs.toFixed(1)} ms median, ${st.wide.p95Ms.toFixed(1)} p95`,
+    );
+  }
   return rows;
 }
 
@@ -562,6 +606,7 @@ function renderMarkdown(r: Results, rows: SummaryRow[]): string {
   if (r.ceiling) block('Database ceiling', r.ceilingCommand, ceilingLines(r.ceiling));
   if (r.scheduler) block('Scheduler scale', r.schedulerCommand, schedulerLines(r.scheduler));
   if (r.freshness) block('Freshness', r.freshnessCommand, freshnessLines(r.freshness));
+  if (r.status) block('Status', r.statusCommand, statusLines(r.status));
   md.push('## Analysis', '');
   md.push('The running analysis lives in [bench/notes.md](bench/notes.md), written by hand; it is linked,');
   md.push('not copied, so this file holds only what the last run measured.', '');

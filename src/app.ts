@@ -1,10 +1,9 @@
 /**
- * Wiring: builds the long-lived parts (database, Tencent client and limiter, logger) from config.
- * The only module besides the CLI that knows every layer.
+ * Wiring: builds the long-lived parts (Tencent client and limiter, logger) from config; the CLI
+ * opens the database pool. The only module besides the CLI that knows every layer.
  */
 import type { Kysely } from 'kysely';
-import type { DbConfig, SyncConfig, TimConfig } from './config.js';
-import { createDb } from './db/pool.js';
+import type { SyncConfig, TimConfig } from './config.js';
 import type { Database } from './db/schema.js';
 import type { Logger } from './log.js';
 import { openCallThread, type PriorityReport } from './sync/call-thread.js';
@@ -12,15 +11,6 @@ import { CallLimiter, type Limiter } from './sync/limiter.js';
 import type { PassDeps } from './sync/pass.js';
 import { TimClient, type TimClientOptions } from './tim/client.js';
 import { SigningUserSig, StaticUserSig, type UserSigProvider } from './tim/usersig.js';
-
-/** Opens the database pool; idle-connection failures are logged, not fatal. */
-export function openDb(cfg: DbConfig, log: Logger, extraConnections = 0): Kysely<Database> {
-  return createDb(cfg.databaseUrl, {
-    maxConnections: cfg.poolSize + extraConnections,
-    onIdleError: (err) =>
-      log.warn({ err: { message: err.message } }, 'an idle database connection failed; it will be replaced'),
-  });
-}
 
 /** The UserSig source the config asks for. */
 export function userSigFrom(cfg: TimConfig): UserSigProvider {

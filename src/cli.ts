@@ -6,16 +6,16 @@
 import { realpathSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
-import { openDb } from './app.js';
+import type { Kysely } from 'kysely';
 import { accountsAdd, accountsImport, accountsList, accountsRemove } from './commands/accounts.js';
 import { type CommandContext, EXIT, UsageError } from './commands/context.js';
 import { ProgressLine } from './commands/progress-line.js';
-import { runCommand } from './commands/run.js';
 import { statsCommand } from './commands/stats.js';
 import { resyncCommand, statusCommand } from './commands/status.js';
-import { syncCommand } from './commands/sync.js';
+import { COMMANDS, type CommandSpec, commandHelp, HELP, isCommand } from './commands/usage.js';
 import {
   ConfigError,
+  type DbConfig,
   loadCallbackConfig,
   loadDaemonConfig,
   loadDbConfig,
@@ -23,27 +23,17 @@ import {
   loadSyncConfig,
   loadTimConfig,
 } from './config.js';
-import { MigrationFailedError, migrateToLatest } from './db/migrate.js';
-import { createLogger } from './log.js';
+import {
+  MigrationFailedError,
+  migrateToLatest,
+  requireCurrentSchema,
+  SchemaBehindError,
+} from './db/migrate.js';
+import { createDb } from './db/pool.js';
+import type { Database } from './db/schema.js';
+import { createLogger, type Logger } from './log.js';
 
-export const HELP = `friend-mirror: a Postgres mirror of Tencent Cloud IM friend lists
-
-usage:
-  friend-mirror migrate                         apply all database migrations
-  friend-mirror accounts add <id...>            add accounts to mirror
-  friend-mirror accounts import <file|->        add accounts from a file or stdin, one per line
-  friend-mirror accounts remove <id...>         stop mirroring accounts (deletes their mirrored rows)
-  friend-mirror accounts list                   list mirrored accounts
-  friend-mirror sync [--all] [<id...>]          one pass, then exit (default: accounts that are due)
-  friend-mirror run                             the daemon: sync due accounts until stopped
-  friend-mirror resync [--full] (<id...>|--all) make accounts due now; --full forgets their sequences
-  friend-mirror status                          account counts by state, lag, last errors
-  friend-mirror stats [--json]                  headline numbers: friends, mutual pairs, add sources, changes
-  friend-mirror demo                            end to end on the built-in simulator
-  friend-mirror simulate                        run the Tencent IM simulator alone
-
-exit codes: 0 ok, 1 some accounts failed, 2 bad usage or configuration
-configuration: environment variables, see README.md and .env.sample`;
+export { HELP } from './commands/usage.js';
 
 /**
  * Runs one command line. Returns the exit code instead of exiting, so tests can call it.
@@ -79,7 +69,15 @@ export async function main(
     return await dispatch(ctx, argv);
   } catch (err) {
     if (err instanceof UsageError) {
-      errOut(`friend-mirror: ${err.message}\n\n${HELP}\n`);
+      // The usage of the command at fault, or the list of commands when there is none.
+      const command = argv[0];
+      errOut(
+        `friend-mirror: ${err.message}\n\n${command && isCommand(command) ? commandHelp(command) : HELP}\n`,
+      );
+      return EXIT.usage;
+    }
+    if (err instanceof SchemaBehindError) {
+      errOut(`friend-mirror: ${err.message}\n`);
       return EXIT.usage;
     }
     if (err instanceof ConfigError) {
@@ -106,56 +104,55 @@ async function dispatch(ctx: CommandContext, argv: string[]): Promise<number> {
     ctx.out(HELP);
     return command ? EXIT.ok : EXIT.usage;
   }
-  const flags = (options: Record<string, { type: 'boolean' }>) => {
-    try {
-      return parseArgs({ args: rest, options, allowPositionals: true, strict: true });
-    } catch (err) {
-      throw new UsageError((err as Error).message);
-    }
-  };
+  if (!isCommand(command)) throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+  const spec: CommandSpec = COMMANDS[command];
 
-  switch (command) {
-    case 'demo': {
-      const { demoCommand } = await import('./commands/demo.js');
-      return demoCommand(ctx);
-    }
-    case 'simulate': {
-      const { simulateCommand } = await import('./commands/simulate.js');
-      return simulateCommand(ctx);
-    }
-    case 'migrate':
-    case 'accounts':
-    case 'sync':
-    case 'run':
-    case 'resync':
-    case 'status':
-    case 'stats':
-      break;
-    default:
-      throw new UsageError(`unknown command ${JSON.stringify(command)}`);
+  // Parse everything before reading configuration or touching the database, so `--help` and bad
+  // usage never start anything or half-run.
+  const parsed = parseCommandArgs(spec, rest);
+  if (parsed.values.help === true) {
+    ctx.out(commandHelp(command));
+    return EXIT.ok;
+  }
+  const positionals = parsed.positionals;
+  if (!spec.positionals && positionals.length > 0) {
+    throw new UsageError(`${command} takes no arguments, got ${JSON.stringify(positionals[0])}`);
+  }
+  if (command === 'accounts' && !['add', 'import', 'remove', 'list'].includes(positionals[0] ?? '')) {
+    throw new UsageError('accounts needs one of: add, import, remove, list');
+  }
+  if (command === 'accounts' && positionals[0] === 'list' && positionals.length > 1) {
+    throw new UsageError(`accounts list takes no arguments, got ${JSON.stringify(positionals[1])}`);
   }
 
-  // Parse everything before touching the database, so bad usage never half-runs.
-  const parsed = flags({ all: { type: 'boolean' }, full: { type: 'boolean' }, json: { type: 'boolean' } });
-  const positionals = parsed.positionals;
+  if (command === 'demo') {
+    const { demoCommand } = await import('./commands/demo.js');
+    return demoCommand(ctx);
+  }
+  if (command === 'simulate') {
+    const { simulateCommand } = await import('./commands/simulate.js');
+    return simulateCommand(ctx);
+  }
+
   const all = parsed.values.all === true;
   const full = parsed.values.full === true;
+  const readOnly = spec.readOnly === true || (command === 'accounts' && positionals[0] === 'list');
   const needsTim = command === 'sync' || command === 'run';
   const tim = needsTim ? loadTimConfig(ctx.env) : undefined;
   const sync = needsTim ? loadSyncConfig(ctx.env) : undefined;
   const daemon = command === 'run' ? loadDaemonConfig(ctx.env) : undefined;
   const callback = command === 'run' ? loadCallbackConfig(ctx.env) : undefined;
   const dbCfg = loadDbConfig(ctx.env);
-  if (command === 'accounts' && !['add', 'import', 'remove', 'list'].includes(positionals[0] ?? '')) {
-    throw new UsageError('accounts needs one of: add, import, remove, list');
-  }
 
   const db = openDb(dbCfg, ctx.log, sync ? Math.min(sync.concurrency, 8) : 0);
   // `return await` below, not `return`: the pool must outlive the command, and `finally` would
   // otherwise destroy it as soon as the command's promise is returned.
   try {
-    // Every command runs on the current schema; migrating is idempotent and a failure stops here.
-    await migrateToLatest(db);
+    // Every command runs on the current schema. Those that write migrate first (idempotent; a
+    // failure stops here); those that only read must work for a role that may not create
+    // anything, so they only check, and ask for `friend-mirror migrate` when the schema is behind.
+    if (readOnly) await requireCurrentSchema(db);
+    else await migrateToLatest(db);
     switch (command) {
       case 'migrate':
         ctx.out('migrations are up to date');
@@ -168,10 +165,16 @@ async function dispatch(ctx: CommandContext, argv: string[]): Promise<number> {
         if (ids.length !== 1) throw new UsageError('accounts import needs one file name, or - for stdin');
         return await accountsImport(ctx, db, ids[0]!);
       }
-      case 'sync':
+      // Loaded here: the Tencent client, the call thread and the daemon's servers are most of the
+      // CLI's start-up time, and the other commands need none of them.
+      case 'sync': {
+        const { syncCommand } = await import('./commands/sync.js');
         return await syncCommand(ctx, db, { tim: tim!, sync: sync! }, { all, ids: positionals });
-      case 'run':
+      }
+      case 'run': {
+        const { runCommand } = await import('./commands/run.js');
         return await runCommand(ctx, db, { db: dbCfg, tim: tim!, sync: sync!, daemon: daemon!, callback });
+      }
       case 'resync':
         return await resyncCommand(ctx, db, { full, all, ids: positionals });
       case 'stats':
@@ -181,6 +184,36 @@ async function dispatch(ctx: CommandContext, argv: string[]): Promise<number> {
     }
   } finally {
     await db.destroy();
+  }
+}
+
+/** Opens the database pool; idle-connection failures are logged, not fatal. */
+function openDb(cfg: DbConfig, log: Logger, extraConnections = 0): Kysely<Database> {
+  return createDb(cfg.databaseUrl, {
+    maxConnections: cfg.poolSize + extraConnections,
+    onIdleError: (err) =>
+      log.warn({ err: { message: err.message } }, 'an idle database connection failed; it will be replaced'),
+  });
+}
+
+/** A command's flags and positional arguments; an unknown option is a {@link UsageError}. */
+function parseCommandArgs(
+  spec: CommandSpec,
+  args: string[],
+): { values: Record<string, boolean | undefined>; positionals: string[] } {
+  try {
+    const { values, positionals } = parseArgs({
+      args,
+      options: { ...spec.options, help: { type: 'boolean', short: 'h' } },
+      allowPositionals: true,
+      strict: true,
+    });
+    return { values: values as Record<string, boolean | undefined>, positionals };
+  } catch (err) {
+    const e = err as Error & { code?: string };
+    // Node's own text for this case runs on about `--` and positionals; say just what was wrong.
+    const unknown = e.code === 'ERR_PARSE_ARGS_UNKNOWN_OPTION' ? /'([^']+)'/.exec(e.message)?.[1] : undefined;
+    throw new UsageError(unknown ? `unknown option ${unknown}` : e.message);
   }
 }
 

@@ -3,10 +3,15 @@
  * codes, against a simulator configured away from the defaults (page size 3, the "omit-friend"
  * sequence reading, odd account ids, a 50 calls/s limit).
  */
+import { randomBytes } from 'node:crypto';
 import { Readable } from 'node:stream';
+import { sql } from 'kysely';
+import pg from 'pg';
 import { pino } from 'pino';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { main } from '../src/cli.js';
+import { HELP, main } from '../src/cli.js';
+import { COMMANDS, type CommandName, commandHelp } from '../src/commands/usage.js';
+import { migrateToLatest } from '../src/db/migrate.js';
 import { createDb } from '../src/db/pool.js';
 import { type FriendStore, generateApp, ODD_ACCOUNT_IDS, Simulator } from '../src/simulator/index.js';
 import { diffAccount } from '../src/verify.js';
@@ -193,5 +198,201 @@ describe('friend-mirror CLI', () => {
     expect((await run(['sync', '--bogus'])).code).toBe(2);
     expect((await run(['resync'])).code).toBe(2);
     expect((await run(['accounts'])).code).toBe(2);
+  });
+
+  it('status reports the friend rows without reading tim.friends, and they equal a recount', async () => {
+    // Mirror rows of every kind of history: changed, resynced in full, removed, missing.
+    await run(['accounts', 'add', 'nobody-here-either']);
+    await run(['sync', '--all']);
+    sim.store.mutateRandom({ fraction: 0.3, seed: 21 });
+    await run(['resync', '--full', sim.store.accountIds()[1]!]);
+    await run(['sync', '--all']);
+    await run(['accounts', 'remove', sim.store.accountIds()[2]!]);
+    const db = createDb(database.url, { maxConnections: 1 });
+    // Anything that reads tim.friends (a scan, an index, even planning a query on it) waits for
+    // this lock: status must finish while it is held.
+    const locker = new pg.Client({ connectionString: database.url });
+    await locker.connect();
+    try {
+      const recount = await sql<{ n: string }>`SELECT count(*) AS n FROM tim.friends`.execute(db);
+      await locker.query('BEGIN');
+      await locker.query('LOCK TABLE tim.friends IN ACCESS EXCLUSIVE MODE');
+      const status = await Promise.race([
+        run(['status']),
+        new Promise<'blocked'>((r) => setTimeout(() => r('blocked'), 5_000)),
+      ]);
+      await locker.query('ROLLBACK');
+      expect(status, 'status waited for the lock on tim.friends').not.toBe('blocked');
+      if (status === 'blocked') return;
+      expect(status.code).toBe(0);
+      expect(status.out).toContain(`friend rows: ${recount.rows[0]!.n}`);
+      expect(Number(recount.rows[0]!.n)).toBeGreaterThan(0);
+    } finally {
+      await locker.end();
+      await db.destroy();
+    }
+  });
+});
+
+describe('per-command help and usage errors', () => {
+  // Nothing may be read or started: the database does not exist, and TIM is not configured.
+  const env = { DATABASE_URL: 'postgres://postgres@127.0.0.1:1/nowhere', SIM_PORT: '0' };
+  const commands = Object.keys(COMMANDS) as CommandName[];
+
+  async function run(argv: string[]) {
+    const out: string[] = [];
+    let err = '';
+    // Already aborted: a command that starts anything anyway stops at once instead of hanging the test.
+    const ac = new AbortController();
+    ac.abort(new Error('test'));
+    const code = await main(argv, {
+      env,
+      log: silent,
+      out: (l) => out.push(l),
+      errOut: (t) => {
+        err += t;
+      },
+      signal: ac.signal,
+    });
+    return { code, out, err };
+  }
+
+  it('friend-mirror --help lists every command and exits 0', async () => {
+    const r = await run(['--help']);
+    expect(r.code).toBe(0);
+    expect(r.out).toEqual([HELP]);
+    for (const c of commands) expect(HELP, c).toContain(`friend-mirror ${c}`);
+    expect((await run([])).code).toBe(2);
+  });
+
+  it.each(commands)('%s --help and -h print its usage, exit 0 and start nothing', async (c) => {
+    const lines = c === 'accounts' ? [[c], [c, 'list'], [c, 'import']] : [[c]];
+    for (const flag of ['--help', '-h']) {
+      for (const line of lines) {
+        const r = await run([...line, flag]);
+        expect(r, `${line.join(' ')} ${flag}`).toEqual({ code: 0, out: [commandHelp(c)], err: '' });
+      }
+      expect(commandHelp(c)).toContain(`friend-mirror ${c}`);
+    }
+  });
+
+  it.each(commands)('%s with an unknown option exits 2 with its usage on stderr', async (c) => {
+    const r = await run([c, '--bogus']);
+    expect(r.code).toBe(2);
+    expect(r.out).toEqual([]);
+    expect(r.err).toBe(`friend-mirror: unknown option --bogus\n\n${commandHelp(c)}\n`);
+  });
+
+  it('options of other commands are unknown, and commands without arguments refuse them', async () => {
+    expect((await run(['sync', '--full'])).err).toContain('unknown option --full');
+    expect((await run(['status', '--json'])).err).toContain('unknown option --json');
+    const extra = await run(['status', 'now']);
+    expect(extra.code).toBe(2);
+    expect(extra.err).toContain('status takes no arguments');
+    expect((await run(['accounts', 'list', 'x'])).code).toBe(2);
+    // After `--`, a leading dash is an id, not an option.
+    expect((await run(['accounts', 'remove', '--', '--help'])).err).not.toContain('unknown option');
+  });
+});
+
+describe('read-only commands', () => {
+  let database: TestDatabase;
+  let admin: ReturnType<typeof createDb>;
+  const role = `fm_reader_${randomBytes(4).toString('hex')}`;
+  let readerUrl: string;
+
+  async function run(argv: string[], url: string) {
+    const out: string[] = [];
+    let err = '';
+    const code = await main(argv, {
+      env: { DATABASE_URL: url },
+      log: silent,
+      out: (l) => out.push(l),
+      errOut: (t) => {
+        err += t;
+      },
+    });
+    return { code, out, err };
+  }
+
+  beforeAll(async () => {
+    database = await createTestDatabase('cli_readonly');
+    admin = createDb(database.url, { maxConnections: 2 });
+    await migrateToLatest(admin);
+    await sql`INSERT INTO tim.accounts (account_id) VALUES ('reader-sees-me')`.execute(admin);
+    // Connect and read, nothing more: no CREATE on the database or the schema, no writes.
+    await sql.raw(`CREATE ROLE ${role} LOGIN PASSWORD 'reader'`).execute(admin);
+    await sql.raw(`REVOKE ALL ON DATABASE "${database.name}" FROM PUBLIC`).execute(admin);
+    await sql.raw(`GRANT CONNECT ON DATABASE "${database.name}" TO ${role}`).execute(admin);
+    await sql.raw(`GRANT USAGE ON SCHEMA tim TO ${role}`).execute(admin);
+    await sql.raw(`GRANT SELECT ON ALL TABLES IN SCHEMA tim TO ${role}`).execute(admin);
+    const url = new URL(database.url);
+    url.username = role;
+    url.password = 'reader';
+    readerUrl = url.toString();
+  });
+  afterAll(async () => {
+    await admin?.destroy();
+    await database?.drop();
+    const adminUrl = new URL(database.url);
+    adminUrl.pathname = '/postgres';
+    const cleanup = createDb(adminUrl.toString(), { maxConnections: 1 });
+    try {
+      await sql.raw(`DROP ROLE IF EXISTS ${role}`).execute(cleanup);
+    } finally {
+      await cleanup.destroy();
+    }
+  });
+
+  const readOnly = ['status', 'stats', 'accounts list'];
+
+  it.each(readOnly)('%s works for a role without CREATE', async (command) => {
+    const argv = command.split(' ');
+    const r = await run(argv, readerUrl);
+    expect(r.err).toBe('');
+    expect(r.code).toBe(0);
+    expect(r.out.join('\n')).toMatch(argv[0] === 'accounts' ? /^reader-sees-me\t/ : /accounts: 1 /);
+  });
+
+  it('says "run friend-mirror migrate" when the schema is behind, and changes nothing', async () => {
+    const last = await sql<{ name: string; timestamp: string }>`
+      SELECT name, timestamp FROM tim.kysely_migration ORDER BY name DESC LIMIT 1`.execute(admin);
+    const row = last.rows[0]!;
+    await sql`DELETE FROM tim.kysely_migration WHERE name = ${row.name}`.execute(admin);
+    try {
+      for (const command of readOnly) {
+        for (const url of [readerUrl, database.url]) {
+          const r = await run(command.split(' '), url);
+          expect(r.code, command).toBe(2);
+          expect(r.out).toEqual([]);
+          expect(r.err).toMatch(/^friend-mirror: .*: run friend-mirror migrate\n$/);
+        }
+      }
+      // Not even the owner's read-only command migrated.
+      const after = await sql<{ n: number }>`
+        SELECT count(*)::int AS n FROM tim.kysely_migration WHERE name = ${row.name}`.execute(admin);
+      expect(after.rows[0]!.n).toBe(0);
+    } finally {
+      await sql`INSERT INTO tim.kysely_migration (name, timestamp) VALUES (${row.name}, ${row.timestamp})`.execute(
+        admin,
+      );
+    }
+    expect((await run(['status'], readerUrl)).code).toBe(0);
+  });
+
+  it('a database never migrated gets the same answer', async () => {
+    const fresh = await createTestDatabase('cli_unmigrated');
+    try {
+      const r = await run(['status'], fresh.url);
+      expect(r.code).toBe(2);
+      expect(r.err).toMatch(/run friend-mirror migrate\n$/);
+      const db = createDb(fresh.url, { maxConnections: 1 });
+      const schemas = await sql<{ n: number }>`
+        SELECT count(*)::int AS n FROM pg_namespace WHERE nspname = 'tim'`.execute(db);
+      await db.destroy();
+      expect(schemas.rows[0]!.n).toBe(0);
+    } finally {
+      await fresh.drop();
+    }
   });
 });

@@ -47,3 +47,27 @@ export async function migrationsAreCurrent(db: Kysely<any>): Promise<boolean> {
   const all = await migrator(db).getMigrations();
   return all.every((m) => m.executedAt !== undefined);
 }
+
+/** The schema lacks migrations this version needs; a read-only command does not apply them. */
+export class SchemaBehindError extends Error {
+  readonly code = 'SCHEMA_BEHIND';
+  /** The migrations not applied yet. */
+  readonly pending: string[];
+  constructor(pending: string[]) {
+    super(
+      `the database schema is behind this version (${pending.length} migration(s) pending): run friend-mirror migrate`,
+    );
+    this.pending = pending;
+  }
+}
+
+/**
+ * For commands that only read: checks, without writing or taking locks, that every migration has
+ * been applied, so a role without CREATE (a reporting role) can run them.
+ *
+ * @throws SchemaBehindError when some are pending (or the schema was never migrated)
+ */
+export async function requireCurrentSchema(db: Kysely<any>): Promise<void> {
+  const pending = (await migrator(db).getMigrations()).filter((m) => m.executedAt === undefined);
+  if (pending.length > 0) throw new SchemaBehindError(pending.map((m) => m.name));
+}

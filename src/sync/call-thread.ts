@@ -20,6 +20,7 @@
 import { existsSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { Worker } from 'node:worker_threads';
+import { onAbort } from '../abort-listeners.js';
 import { TimAbortError, type TimError } from '../tim/errors.js';
 import type { HttpReply, HttpTransport } from '../tim/transport.js';
 import {
@@ -93,8 +94,8 @@ export function openCallThread(opts: CallThreadOptions): { thread: CallThread } 
 interface Pending {
   resolve: (reply: HttpReply) => void;
   reject: (err: TimError) => void;
-  signal: AbortSignal | undefined;
-  onAbort: () => void;
+  /** Stops watching the caller's signal for this call. */
+  cancelAbort: (() => void) | undefined;
 }
 
 /** One minute, the span {@link CallThreadOptions.maxRestartsPerMinute} counts crashes in. */
@@ -218,9 +219,9 @@ export class CallThread {
     if (signal?.aborted) return Promise.reject(new TimAbortError({ cause: signal.reason }));
     const id = this.#nextId++;
     return new Promise<HttpReply>((resolve, reject) => {
-      const onAbort = () => this.#send({ type: 'abort', id });
-      signal?.addEventListener('abort', onAbort, { once: true });
-      this.#pending.set(id, { resolve, reject, signal, onAbort });
+      // Every call of a pass shares its signal; a listener each would pile up (dozens in flight).
+      const cancelAbort = signal ? onAbort(signal, () => this.#send({ type: 'abort', id })) : undefined;
+      this.#pending.set(id, { resolve, reject, cancelAbort });
       this.#updateRef();
       Atomics.add(this.#state, STATE.posted, 1);
       this.#send({ type: 'post', id, path, body });
@@ -231,7 +232,7 @@ export class CallThread {
     const p = this.#pending.get(id);
     if (!p) return undefined;
     this.#pending.delete(id);
-    p.signal?.removeEventListener('abort', p.onAbort);
+    p.cancelAbort?.();
     this.#updateRef();
     return p;
   }

@@ -14,6 +14,7 @@
  * 20 ms of allowance runs 200/s at 196/s.
  */
 import Bottleneck from 'bottleneck';
+import { onAbort } from '../abort-listeners.js';
 
 /**
  * What a sync needs of a call-rate limiter. {@link CallLimiter} paces calls in this thread; the call
@@ -265,13 +266,15 @@ export function sleep(ms: number, signal?: AbortSignal): Promise<void> {
   return new Promise((resolve, reject) => {
     if (signal?.aborted) return reject(signal.reason);
     const timer = setTimeout(() => {
-      signal?.removeEventListener('abort', onAbort);
+      cancel?.();
       resolve();
     }, ms);
-    const onAbort = () => {
-      clearTimeout(timer);
-      reject(signal?.reason);
-    };
-    signal?.addEventListener('abort', onAbort, { once: true });
+    // Many sleeps share one signal (every backoff of a pass): one listener for all of them.
+    const cancel = signal
+      ? onAbort(signal, () => {
+          clearTimeout(timer);
+          reject(signal.reason);
+        })
+      : undefined;
   });
 }
