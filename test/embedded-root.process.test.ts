@@ -134,7 +134,7 @@ describe.skipIf(!isRoot)('embedded PostgreSQL as root, from a 0700 directory', (
       expect(code).toBe(1);
       expect(stderr.trim().split('\n')).toHaveLength(1);
       expect(stderr).toMatch(
-        /FAILED: .*friend-mirror-pg-bin-.* is not a directory that only this user can write; remove it/,
+        /FAILED: .*friend-mirror-pg-bin-.* is not a directory this user staged and only it can write; remove it/,
       );
     } finally {
       await rm(tmp2, { recursive: true, force: true });

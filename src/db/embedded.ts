@@ -486,26 +486,32 @@ async function canRun(owner: Owner, initdbPath: string): Promise<boolean> {
  * Staged once per package version and reused; built in a temporary directory and renamed into place,
  * so a half-built tree is never used, and two processes staging at once both end with a whole one.
  *
- * An existing `target` is used only if root owns it and nobody else can write it, since its binaries
- * run the server; otherwise this stops and says so rather than trust or delete someone else's files.
+ * An existing `target` is used only if it is such a tree, owned by us and writable by nobody else,
+ * since its binaries run the server; otherwise this stops and says so rather than trust or delete it
+ * (deleting could also pull a tree from under another process that is starting its server from it).
  *
  * @returns `target`
  */
 async function stageBinaries(native: string, target: string): Promise<string> {
   const marker = path.join(target, '.friend-mirror-staged');
+  /** Whether a whole staged tree is in place; throws when something else is, which we never delete. */
   const usable = async (): Promise<boolean> => {
     const st = await lstat(target).catch(() => undefined);
     if (!st) return false;
-    if (!st.isDirectory() || st.uid !== process.getuid?.() || (st.mode & 0o022) !== 0) {
+    // Only a tree built below can carry the marker: it is written before the tree is renamed into place.
+    if (
+      !st.isDirectory() ||
+      st.uid !== process.getuid?.() ||
+      (st.mode & 0o022) !== 0 ||
+      !existsSync(marker)
+    ) {
       throw new Error(
-        `${target} is not a directory that only this user can write; remove it and try again (it would hold the PostgreSQL binaries)`,
+        `${target} is not a directory this user staged and only it can write; remove it and try again (it would hold the PostgreSQL binaries)`,
       );
     }
-    return existsSync(marker);
+    return true;
   };
   if (await usable()) return target;
-  // Ours, but never completed (a crash while renaming into place cannot leave one; an older layout can).
-  await rm(target, { recursive: true, force: true });
 
   const building = await mkdtemp(`${target}.staging-`);
   try {
