@@ -24,6 +24,7 @@ const SECRET_VARS = new Set([
   'ADMIN_TOKEN',
   'TIM_CALLBACK_TOKEN',
   'DATABASE_URL',
+  'SIM_CONTROL_TOKEN',
 ]);
 
 function shown(name: string, raw: string): string {
@@ -335,4 +336,17 @@ export function loadCallbackConfig(env: Env = process.env): Readonly<CallbackCon
     port,
     maxSkewSeconds: Math.round(duration(env, 'CALLBACK_MAX_SKEW', 300_000, 10_000) / 1000),
   });
+}
+
+/**
+ * `SIM_CONTROL_TOKEN`: lets clients that are not on loopback use the simulator's control API, with
+ * `Authorization: Bearer <token>` (the compose demo's seeding step, on the compose network). Read by
+ * `friend-mirror simulate` and by the clients that call it. Unset: loopback clients only.
+ */
+export function loadSimControlToken(env: Env = process.env): string | undefined {
+  const token = str(env, 'SIM_CONTROL_TOKEN');
+  if (token !== undefined && token.length < 16) {
+    throw new ConfigError('SIM_CONTROL_TOKEN', 'must be at least 16 characters (e.g. openssl rand -hex 24)');
+  }
+  return token;
 }

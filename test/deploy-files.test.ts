@@ -9,6 +9,7 @@ import { readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
 import { loadTimConfig } from '../src/config.js';
+import { interpolate, parseDockerfile } from './fixtures/compose.js';
 import { exportedSeriesNames, metricNames, readAlertRules, readDashboard } from './fixtures/monitoring.js';
 
 const root = new URL('..', import.meta.url);
@@ -21,17 +22,20 @@ const compose = parse(readFileSync(new URL('docker-compose.yml', root), 'utf8'),
       command?: string[];
       entrypoint?: string[];
       ulimits?: Record<string, number>;
+      ports?: string[];
     }
   >;
 };
+const composeText = readFileSync(new URL('docker-compose.yml', root), 'utf8');
 const envSample = readFileSync(new URL('.env.sample', root), 'utf8');
 const dockerfile = readFileSync(new URL('Dockerfile', root), 'utf8');
 
 describe('docker-compose.yml', () => {
-  it('has Postgres always, the app mirror in profile "app", simulator + seed + mirror in profile "demo"', () => {
+  it('has Postgres always, accounts + the app mirror in profile "app", simulator + seed + mirror in profile "demo"', () => {
     const s = compose.services;
     expect(s.postgres?.profiles).toBeUndefined();
-    expect(s.mirror?.profiles).toEqual(['app']);
+    for (const name of ['accounts', 'mirror']) expect(s[name]?.profiles, name).toEqual(['app']);
+    expect(s.accounts?.command).toEqual(['accounts', 'import', '/accounts.txt']);
     for (const name of ['simulator', 'seed', 'mirror-demo'])
       expect(s[name]?.profiles, name).toEqual(['demo']);
     expect(s.simulator?.command).toEqual(['simulate']);
@@ -44,6 +48,32 @@ describe('docker-compose.yml', () => {
       // RLIMIT_NICE: a process may lower its nice value down to 20 - the limit.
       expect(20 - (compose.services[name]?.ulimits?.nice ?? 0), name).toBeLessThanOrEqual(wanted);
     }
+  });
+
+  it('makes no variable required with :? (compose checks those in every service, even of a profile not started)', () => {
+    expect(composeText).not.toMatch(/\$\{[A-Za-z_][A-Za-z0-9_]*:?\?/);
+  });
+
+  it("publishes the app mirror's admin server on loopback only, with ranges that fit --scale mirror=3", () => {
+    const ports = compose.services.mirror?.ports ?? [];
+    const parsed = ports.map((p) => {
+      const m = /^(?:([\d.]+):)?(\d+)(?:-(\d+))?:(\d+)$/.exec(p);
+      if (!m) throw new Error(`unexpected port ${p}`);
+      return { ip: m[1], from: Number(m[2]), to: Number(m[3] ?? m[2]), target: Number(m[4]) };
+    });
+    const admin = parsed.find((p) => p.target === 8080);
+    expect(admin?.ip).toBe('127.0.0.1');
+    expect(parsed.find((p) => p.target === 8081)).toBeDefined();
+    for (const p of parsed) expect(p.to - p.from + 1, `${p.target}`).toBeGreaterThanOrEqual(3);
+    // Host ranges must not overlap: a replica could take another port's host port.
+    const [a, b] = parsed;
+    expect(a!.to < b!.from || b!.to < a!.from).toBe(true);
+  });
+
+  it("lets the seeding step into the simulator's control API with the token the simulator has", () => {
+    const token = compose.services.simulator?.environment?.SIM_CONTROL_TOKEN;
+    expect(token?.length).toBeGreaterThanOrEqual(16);
+    expect(compose.services.seed?.environment?.SIM_CONTROL_TOKEN).toBe(token);
   });
 
   it('sets only variables that are documented in .env.sample', () => {
@@ -173,5 +203,28 @@ describe('metricNames (PromQL → metric names, for test/deploy-monitoring.proce
     expect(names.get('x_seconds_count')).toBe('x_seconds');
     expect(names.get('y_total')).toBe('y_total');
     expect(names.has('y_total_count')).toBe(false);
+  });
+});
+
+describe('the compose runner of test/compose.process.test.ts', () => {
+  it('interpolates as compose does', () => {
+    const vars = { SET: 'v', EMPTY: '' };
+    // Compose's $-brace syntax in plain strings, not template placeholders: '{' is spliced in.
+    const c = (s: string) => s.replaceAll('$(', '${');
+    expect(interpolate(c('$(SET:-d} $(UNSET:-d} $(EMPTY:-d} $(EMPTY-d} $(UNSET-d}'), vars)).toBe('v d d  d');
+    expect(interpolate(c('$SET $(SET} $$SET $(UNSET}'), vars)).toBe('v v $SET ');
+    expect(interpolate(c('$(EMPTY?m}'), vars)).toBe('');
+    expect(() => interpolate(c('$(EMPTY:?say this}'), vars)).toThrow(/EMPTY is missing a value: say this/);
+    expect(() => interpolate(c('$(UNSET?m}'), vars)).toThrow(/UNSET/);
+  });
+
+  it("reads the image's final stage from the Dockerfile", () => {
+    const image = parseDockerfile(dockerfile);
+    expect(image.entrypoint).toEqual(['node', 'dist/src/cli.js']);
+    expect(image.cmd).toEqual(['run']);
+    expect(image.env).toMatchObject({ NODE_ENV: 'production', HTTP_HOST: '0.0.0.0', HTTP_PORT: '8080' });
+    expect(image.expose.sort()).toEqual([8080, 8081]);
+    expect(image.healthcheck?.test[0]).toBe('CMD');
+    expect(image.healthcheck?.intervalMs).toBe(15_000);
   });
 });

