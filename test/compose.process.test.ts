@@ -9,12 +9,16 @@
  *   `TIM_SECRET_KEY`, then with `TIM_USERSIG` and two replicas: `accounts.txt` is imported and those
  *   accounts (only those) are mirrored. Neither credential: one line naming both, exit code 2.
  *
- * Service names resolve to this machine's non-loopback address when it has one, so calls between
- * services arrive from a non-loopback address, as on a compose network (the simulator's control API
- * treats those differently from loopback). Nothing leaves the machine.
+ * In `demo`, the simulator runs inside a network namespace this file creates (./fixtures/netns.ts) and
+ * its host name resolves to the namespace's end of the veth pair, so `seed` and the mirror call it from
+ * a non-loopback address, as on a compose network (the simulator's control API refuses those without
+ * SIM_CONTROL_TOKEN: the demo once failed on exactly that). `mirror-demo`, which the simulator calls
+ * back, resolves to the host's end; every other name to 127.0.0.1. Test traffic goes only to loopback
+ * and to those two veth addresses. Without root or iproute2 the demo runs on loopback alone, with the
+ * reason printed; under CI that fails instead.
  */
 import { mkdtemp, rm, writeFile } from 'node:fs/promises';
-import { networkInterfaces, tmpdir } from 'node:os';
+import { tmpdir } from 'node:os';
 import path from 'node:path';
 import type { Kysely } from 'kysely';
 import { afterAll, afterEach, beforeAll, describe, expect, it } from 'vitest';
@@ -26,17 +30,19 @@ import { diffAccount } from '../src/verify.js';
 import { buildCli } from './fixtures/build.js';
 import { type ComposeRun, runCompose } from './fixtures/compose.js';
 import { waitUntil } from './fixtures/daemon-process.js';
+import { createNetNs, requireNetNs, skipWithout } from './fixtures/netns.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
 
-const ownAddress = Object.values(networkInterfaces())
-  .flat()
-  .find((i) => i && i.family === 'IPv4' && !i.internal)?.address;
-const SERVICE_ADDRESS = ownAddress ?? '127.0.0.1';
-if (!ownAddress) {
-  console.log(
-    '[compose] no non-loopback IPv4 address: service names resolve to 127.0.0.1 (loopback) instead',
-  );
-}
+const netns = await createNetNs('compose');
+afterAll(async () => {
+  if (netns.ok) await netns.close();
+});
+/** Without a namespace (and not under CI), the demo runs on loopback only: said here, once. */
+const demoOnLoopback = skipWithout(
+  netns,
+  'compose',
+  'the non-loopback part of the demo (seed and mirror calling the simulator across a veth pair; without it the demo runs on 127.0.0.1)',
+);
 
 /** Accounts whose mirrored friends differ from `truth`, with the first differences. */
 async function mirrorDiffs(
@@ -93,11 +99,15 @@ describe('docker-compose.yml, run as local processes', () => {
   it('demo: seeded from the simulator over the network, the mirror ends equal to it and follows a webhook', async () => {
     // A smaller app than the default 1,000 for a shared CI machine, held still so "equal" is a fixed target.
     await project('compose_demo', { '.env': 'SIM_ACCOUNTS=200\nSIM_MUTATE_EVERY=\nLOG_LEVEL=info\n' });
+    const ns = demoOnLoopback ? undefined : requireNetNs(netns);
     run = await runCompose({
       profile: 'demo',
       projectDir,
       databaseUrl: database!.url,
-      serviceAddress: SERVICE_ADDRESS,
+      ...(ns && {
+        netns: { wrap: ns.wrap, services: ['simulator'] },
+        serviceAddresses: { simulator: ns.nsAddress, 'mirror-demo': ns.hostAddress },
+      }),
     });
     const r = run;
     await r.started;
@@ -112,6 +122,11 @@ describe('docker-compose.yml, run as local processes', () => {
       if (!res.ok) throw new Error(`${p}: HTTP ${res.status} ${await res.text()}`);
       return (await res.json()) as T;
     };
+    if (ns) {
+      // What `seed` and the mirror call is across the veth pair: not loopback, so no token, no data.
+      expect(sim).toBe(`http://${ns.nsAddress}:${r.instance('simulator').ports.get(5080)}`);
+      expect((await fetch(`${sim}/__sim/accounts`)).status).toBe(403);
+    }
     const seed = r.instance('seed');
     const seeded = await seed.nextExit(120_000);
     expect(seeded, r.tail()).toEqual({ code: 0, signal: null });
@@ -194,7 +209,6 @@ describe('docker-compose.yml, run as local processes', () => {
         profile: 'app',
         projectDir,
         databaseUrl: database!.url,
-        serviceAddress: SERVICE_ADDRESS,
         scale: { mirror: scale },
       });
       const r = run;
@@ -244,7 +258,6 @@ describe('docker-compose.yml, run as local processes', () => {
         profile: 'app',
         projectDir,
         databaseUrl: database!.url,
-        serviceAddress: SERVICE_ADDRESS,
       });
       await run.started;
       const mirror = run.instance('mirror');
