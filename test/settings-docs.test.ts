@@ -2,8 +2,8 @@
  * Every setting is documented where operators look: the README's configuration table and
  * `.env.sample`; and nothing is documented that the code does not read. The list of settings is
  * what the source reads: `src/config.ts` for the mirror, plus the simulator's and the demo's own
- * variables read by their commands (those belong in `.env.sample`, and in the README's simulator
- * section rather than the configuration table).
+ * variables read by their commands (those belong in `.env.sample`, and in the simulator table of
+ * CONTRIBUTING.md's "## Simulator" section rather than the README's configuration table).
  */
 import { readdirSync, readFileSync, statSync } from 'node:fs';
 import { join } from 'node:path';
@@ -33,13 +33,13 @@ function readNames(files: string[]): Set<string> {
   return out;
 }
 
-/** Variable names in the first column of the tables of the README's section `## <heading>`. */
-function readmeTable(heading = 'Configuration'): Set<string> {
-  const readme = readFileSync(join(ROOT, 'README.md'), 'utf8');
-  const start = readme.indexOf(`\n## ${heading}`);
-  expect(start, `README.md has a "## ${heading}" section`).toBeGreaterThan(-1);
-  const end = readme.indexOf('\n## ', start + 1);
-  const section = readme.slice(start, end === -1 ? undefined : end);
+/** Variable names in the first column of the tables of section `## <heading>` of a markdown file. */
+function docTable(file: string, heading: string): Set<string> {
+  const text = readFileSync(join(ROOT, file), 'utf8');
+  const start = text.indexOf(`\n## ${heading}\n`);
+  expect(start, `${file} has a "## ${heading}" section`).toBeGreaterThan(-1);
+  const end = text.indexOf('\n## ', start + 1);
+  const section = text.slice(start, end === -1 ? undefined : end);
   const out = new Set<string>();
   for (const line of section.split('\n')) {
     if (!line.startsWith('| `')) continue;
@@ -61,7 +61,8 @@ const minus = (a: Set<string>, b: Set<string>) => sorted([...a].filter((x) => !b
 describe('settings are documented, and only real ones', () => {
   const config = readNames([join(ROOT, 'src/config.ts')]);
   const everywhere = readNames(sourceFiles(join(ROOT, 'src')));
-  const table = readmeTable();
+  const table = docTable('README.md', 'Configuration');
+  const simTable = docTable('CONTRIBUTING.md', 'Simulator');
   const sample = envSample();
 
   it('finds the settings (the scan itself works)', () => {
@@ -71,17 +72,26 @@ describe('settings are documented, and only real ones', () => {
       expect(sample.has(name), name).toBe(true);
     }
     expect(everywhere.has('SIM_ACCOUNTS')).toBe(true);
+    expect(simTable.has('SIM_ACCOUNTS')).toBe(true);
   });
 
   it("the README's configuration table lists everything src/config.ts reads, and only real settings", () => {
-    // The simulator's settings have a table of their own, in the README's simulator section.
+    // The simulator's settings have a table of their own, in CONTRIBUTING.md's simulator section.
     const mirror = new Set([...config].filter((n) => !n.startsWith('SIM_')));
     expect(minus(mirror, table), 'read by src/config.ts, missing from the README table').toEqual([]);
-    const simulator = new Set([...everywhere].filter((n) => n.startsWith('SIM_')));
-    expect(minus(simulator, readmeTable('Simulator')), 'simulator settings missing from the README').toEqual(
-      [],
-    );
     expect(minus(table, everywhere), 'in the README table, read nowhere in src/').toEqual([]);
+  });
+
+  it("CONTRIBUTING.md's simulator table lists every SIM_ variable the source reads, and only real ones", () => {
+    const simulator = new Set([...everywhere].filter((n) => n.startsWith('SIM_')));
+    expect(
+      minus(simulator, simTable),
+      'read in src/, missing from the CONTRIBUTING.md simulator table',
+    ).toEqual([]);
+    expect(
+      minus(simTable, everywhere),
+      'in the CONTRIBUTING.md simulator table, read nowhere in src/',
+    ).toEqual([]);
   });
 
   it('.env.sample lists everything the source reads, and nothing else', () => {

@@ -102,7 +102,7 @@ export async function demoCommand(ctx: CommandContext): Promise<number> {
     out('');
     out(
       ok
-        ? '✓ demo finished: try the queries in README.md against your own mirror'
+        ? '✓ demo finished: try the queries in docs/analytics.md against your own mirror'
         : '✗ demo found problems (above)',
     );
     return ok ? EXIT.ok : EXIT.failed;
@@ -163,7 +163,7 @@ async function pass(
   return summary;
 }
 
-/** A few questions analysts ask, answered from the analytics views (README, "Analytics"). */
+/** A few questions analysts ask, answered from the analytics views (docs/analytics.md). */
 async function analytics(ctx: CommandContext, db: Kysely<Database>): Promise<void> {
   ctx.out('');
   ctx.out('» analytics: the five accounts with the most friends (tim.friend_counts)');

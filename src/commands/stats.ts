@@ -1,6 +1,6 @@
 /**
  * `friend-mirror stats`: the headline numbers of the mirror, read from the analytics views
- * (README, "Analytics"): accounts by status, friends, tags, mutual pairs, top add sources, changes
+ * (docs/analytics.md): accounts by status, friends, tags, mutual pairs, top add sources, changes
  * over the last 24 hours and 7 days, and how far behind the sync is. `--json` prints one object.
  */
 import { type Kysely, sql } from 'kysely';

@@ -121,7 +121,7 @@ ${HELP_OPTION}`,
   },
   simulate: {
     synopsis: [['simulate', 'run the Tencent IM simulator alone']],
-    details: `Runs the Tencent IM simulator until SIGINT/SIGTERM, configured by SIM_* variables (README.md,
+    details: `Runs the Tencent IM simulator until SIGINT/SIGTERM, configured by SIM_* variables (CONTRIBUTING.md,
 "Simulator"), and prints the TIM_BASE_URL to point the mirror at.
 
 ${HELP_OPTION}`,

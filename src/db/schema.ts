@@ -1,6 +1,6 @@
 /**
  * The Kysely `Database` interface: the tables as the application sees them.
- * Column meanings are in migrations/ and the README's "Tables" section.
+ * Column meanings are in migrations/ and docs/analytics.md, "Tables".
  */
 import type { ColumnType, Generated } from 'kysely';
 
@@ -79,7 +79,7 @@ export interface FriendTagsTable {
   updated_at: DefaultedTimestamp;
 }
 
-/** `tim.friend_events`: append-only change history (README, "Tables"). */
+/** `tim.friend_events`: append-only change history (docs/analytics.md, "Tables"). */
 export interface FriendEventsTable {
   id: Generated<number>;
   account_id: string;
