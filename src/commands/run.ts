@@ -151,6 +151,7 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
           }),
           nextSync: { intervalMs: cfg.sync.intervalMs },
           maxPages: cfg.sync.maxPages,
+          missingRecheckMs: cfg.sync.missingRecheckMs,
           ...(cfg.sync.discover ? { discover: { maxAccounts: cfg.sync.discoverMaxAccounts } } : {}),
         },
         state,

@@ -54,7 +54,10 @@ export interface AccountSyncDeps {
   failureBackoff?: { baseMs: number; capMs: number };
   /** When a synced account is due again. */
   nextSync?: NextSync;
-  /** How long a missing account is left alone before it is checked again. Default 24 h. */
+  /**
+   * How long a missing account is left alone before it is checked again (`SYNC_MISSING_RECHECK`).
+   * Default 24 h; each re-check comes up to a tenth earlier, so ids found missing together spread out.
+   */
   missingRecheckMs?: number;
   /** Add friends seen to `tim.accounts` (discovery); absent: off. */
   discover?: DiscoverOptions;
@@ -62,6 +65,9 @@ export interface AccountSyncDeps {
 
 /** What a pull sends to read everything: no sequences. */
 const FULL_READ = { standardSequence: null, customSequence: null } as const;
+
+/** A missing account's re-check comes up to this share of `missingRecheckMs` early. */
+const MISSING_RECHECK_JITTER = 0.1;
 
 /** Conflicts are retried this many times with fresh state before the account fails this round. */
 const MAX_CONFLICT_RETRIES = 2;
@@ -87,9 +93,10 @@ export async function syncAccount(
   let base = { standardSequence: state.standardSequence, customSequence: state.customSequence };
   // `ask` is what we send; it differs from `base` for a reconcile and after drift, when we ask for
   // everything (still applied on top of `base`, so a concurrent writer is still noticed).
-  let ask: { standardSequence: number | null; customSequence: number | null } = state.reconcile
-    ? FULL_READ
-    : base;
+  // A missing account that Tencent knows again may be a new account under the same id, whose
+  // sequences could equal the stored ones by chance: read it in full.
+  let ask: { standardSequence: number | null; customSequence: number | null } =
+    state.reconcile || state.status === 'missing' ? FULL_READ : base;
   if (state.reconcile) outcome.reconciled = true;
   let friendIds: string[] | undefined;
   try {
@@ -168,7 +175,7 @@ export async function syncAccount(
         status: missing ? 'missing' : 'failing',
         error: describeError(error),
         retryAfter: missing
-          ? { fixedMs: deps.missingRecheckMs ?? 86_400_000 }
+          ? { fixedMs: deps.missingRecheckMs ?? 86_400_000, jitter: MISSING_RECHECK_JITTER }
           : (deps.failureBackoff ?? { baseMs: 60_000, capMs: 3_600_000 }),
       });
     }

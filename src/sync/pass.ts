@@ -31,6 +31,8 @@ export interface PassDeps {
   maxPages?: number;
   /** Add friends seen to `tim.accounts` (`SYNC_DISCOVER`); absent: off. */
   discover?: DiscoverOptions;
+  /** When a missing account is tried again (`SYNC_MISSING_RECHECK`); default 24 h. */
+  missingRecheckMs?: number;
   signal?: AbortSignal;
   /**
    * Claims an account just before it is synced (a lease, so a running daemon does not sync it at
@@ -147,6 +149,7 @@ export async function runPass(deps: PassDeps, accounts: readonly AccountSyncStat
               call,
               nextSync: deps.nextSync,
               maxPages: deps.maxPages,
+              ...(deps.missingRecheckMs !== undefined ? { missingRecheckMs: deps.missingRecheckMs } : {}),
               ...(deps.discover ? { discover: deps.discover } : {}),
             },
             claimed,

@@ -44,7 +44,7 @@ export function classifyTimErrorCode(errorCode: number): RetryClass {
   if (USERSIG_REFRESH.has(errorCode)) return 'usersig-refresh';
   if (errorCode === 70050) return 'usersig-lockout';
   // 70107 "account not imported" says the same of an account as 30003 does. Treating it as missing
-  // (re-checked daily) rather than fatal keeps one unimported account from stopping every sync.
+  // (re-checked every SYNC_MISSING_RECHECK, daily by default) rather than fatal keeps one unimported account from stopping every sync.
   if (errorCode === 30003 || errorCode === 70107) return 'account-missing';
   if (FATAL_CONFIG.has(errorCode)) return 'fatal-config';
   return 'fatal';
