@@ -4,11 +4,11 @@
 import { describe, expect, it, vi } from 'vitest';
 import type { AccountSyncState } from '../src/db/accounts.js';
 import type { ReplicaView } from '../src/db/replicas.js';
-import { type AccountSyncOutcome, callTrouble } from '../src/sync/account-sync.js';
+import { type AccountSyncOutcome, callTrouble, mustStopPass } from '../src/sync/account-sync.js';
 import { decideShare, ReplicaBudget } from '../src/sync/budget.js';
 import { sleep } from '../src/sync/limiter.js';
 import { type PauseInfo, Scheduler } from '../src/sync/scheduler.js';
-import { TimApiError, TimHttpError, TimNetworkError } from '../src/tim/errors.js';
+import { TimApiError, TimHttpError, TimNetworkError, TimTimeoutError } from '../src/tim/errors.js';
 
 const state = (id: string): AccountSyncState => ({
   accountId: id,
@@ -332,6 +332,23 @@ describe('ReplicaBudget', () => {
     clock = 20_000;
     budget.fenceIfStale();
     expect(rates).toEqual([50, 0]);
+  });
+});
+
+describe('callTrouble: what an error that outlasted the retries means for every call', () => {
+  it.each([
+    ['a 70050 lockout', new TimApiError(70050, ''), 'lockout', true],
+    ["a proxy's 403", new TimHttpError(403), 'refused', true],
+    ['the app disabled in the console (60016)', new TimApiError(60016, ''), 'refused', true],
+    ['an HTTP 502', new TimHttpError(502), 'unreachable', false],
+    ['a network error', new TimNetworkError('ECONNRESET'), 'unreachable', false],
+    ['a timeout', new TimTimeoutError(8_000), 'unreachable', false],
+    ['a wrong key (70009)', new TimApiError(70009, ''), 'config', true],
+    ['an account Tencent does not know', new TimApiError(30003, ''), undefined, false],
+    ['a rejected request JSON (60003)', new TimApiError(60003, ''), undefined, false],
+  ] as const)('%s → %s (stops a one-shot pass: %s)', (_what, err, trouble, stopsPass) => {
+    expect(callTrouble(err)).toBe(trouble);
+    expect(mustStopPass(err)).toBe(stopsPass);
   });
 });
 

@@ -227,8 +227,6 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
         'calls to Tencent go through again; claiming resumed',
       );
       pausedSince = undefined;
-      // The next pause warns at once, however soon it comes.
-      lastPauseWarnAt = Number.NEGATIVE_INFINITY;
     },
     onSyncError: (err, state) => {
       if (hardStop.signal.aborted) return;
