@@ -12,6 +12,7 @@ import { migrateToLatest } from '../src/db/migrate.js';
 import { createDb } from '../src/db/pool.js';
 import { createLogger } from '../src/log.js';
 import { generateApp, Simulator } from '../src/simulator/index.js';
+import { generateUserSig } from '../src/tim/usersig.js';
 import { diffAccount } from '../src/verify.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
 
@@ -168,18 +169,32 @@ describe('daemon: calls that do not get through', () => {
     }
   });
 
-  it('stops claiming for good on a configuration error, naming the variable to fix', async () => {
+  const expiredSig = () =>
+    generateUserSig({
+      secretKey: KEY,
+      sdkAppId: APP,
+      identifier: 'administrator',
+      expireSeconds: 60,
+      now: Math.floor(Date.now() / 1000) - 3_600,
+    });
+  it.each([
+    ['a key of another app', 'TIM_SECRET_KEY', () => ({ TIM_SECRET_KEY: 'not-the-app-key' })],
+    [
+      'a fixed UserSig that expired',
+      'TIM_USERSIG',
+      () => ({ TIM_SECRET_KEY: '', TIM_USERSIG: expiredSig() }),
+    ],
+  ])('stops claiming for good on a configuration error (%s), naming %s', async (_what, variable, over) => {
     await db.updateTable('tim.accounts').set({ priority: 0, next_sync_at: sql`'-infinity'` }).execute();
-    const d = startDaemon({ ...env, TIM_SECRET_KEY: 'not-the-app-key' });
+    const d = startDaemon({ ...env, ...over() });
     try {
       const url = await d.admin();
       const fatal = await until('the fatal line', async () => d.lines.find((l) => l.level === 60));
-      expect(fatal.msg).toMatch(
-        /^stopped calling Tencent: Tencent IM error 700\d\d.*TIM_SECRET_KEY.*; fix it and restart$/,
-      );
+      expect(fatal.msg).toMatch(/^stopped calling Tencent: Tencent IM error 700\d\d.*; fix it and restart$/);
+      expect(fatal.msg).toContain(variable);
       const r = await readyz(url);
       expect(r.status).toBe(503);
-      expect(r.body.checks.tencent?.detail).toMatch(/TIM_SECRET_KEY/);
+      expect(r.body.checks.tencent?.detail).toContain(variable);
       const calls = sim.calls().length;
       await new Promise((res) => setTimeout(res, 1_500));
       expect(sim.calls().length).toBe(calls);

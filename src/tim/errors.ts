@@ -81,6 +81,9 @@ const FIX_HINTS: Record<number, string> = {
   70403: 'TIM_IDENTIFIER must be an app administrator account',
 };
 
+const UNRENEWABLE_HINT =
+  'TIM_USERSIG has expired or was invalidated: set a new one, or set TIM_SECRET_KEY instead so UserSigs are renewed';
+
 /** Base class of every client error. */
 export abstract class TimError extends Error {
   /** Stable machine-readable code, e.g. `TIM_ERR_API`. */
@@ -110,9 +113,13 @@ export class TimApiError extends TimError {
   /** The TIM `ErrorInfo` text, cut to a sane length. */
   readonly errorInfo: string;
 
-  constructor(errorCode: number, errorInfo: string) {
-    const retryClass = classifyTimErrorCode(errorCode);
-    const hint = FIX_HINTS[errorCode];
+  /**
+   * @param opts.unrenewable the UserSig was expired or invalidated (70001, 70052) and cannot be
+   *   renewed (a fixed `TIM_USERSIG`): a configuration error, since every call will fail the same way
+   */
+  constructor(errorCode: number, errorInfo: string, opts: { unrenewable?: boolean } = {}) {
+    const retryClass = opts.unrenewable ? 'fatal-config' : classifyTimErrorCode(errorCode);
+    const hint = opts.unrenewable ? UNRENEWABLE_HINT : FIX_HINTS[errorCode];
     const info = errorInfo.slice(0, 300);
     super(`Tencent IM error ${errorCode}${info ? `: ${info}` : ''}${hint ? ` (fix: ${hint})` : ''}`);
     this.errorCode = errorCode;
