@@ -152,6 +152,7 @@ export function passDepsFrom(
     concurrency: sync.concurrency,
     maxPages: sync.maxPages,
     nextSync: { intervalMs: sync.intervalMs },
+    missingRecheckMs: sync.missingRecheckMs,
     ...(sync.discover ? { discover: { maxAccounts: sync.discoverMaxAccounts } } : {}),
     retry: {
       attempts: sync.retryAttempts,

@@ -218,6 +218,8 @@ export interface SyncConfig {
   discover: boolean;
   /** `SYNC_DISCOVER_MAX_ACCOUNTS`: discovery stops adding once `tim.accounts` holds this many rows. */
   discoverMaxAccounts: number;
+  /** `SYNC_MISSING_RECHECK`: how long an account Tencent does not know (`missing`) waits before it is tried again. */
+  missingRecheckMs: number;
 }
 
 /** `SYNC_RECONCILE_INTERVAL`: a duration of at least 1 s, or `0`/`off`. */
@@ -245,6 +247,7 @@ export function loadSyncConfig(env: Env = process.env): Readonly<SyncConfig> {
     reconcileIntervalMs: reconcileInterval(env),
     discover: bool(env, 'SYNC_DISCOVER', false),
     discoverMaxAccounts: int(env, 'SYNC_DISCOVER_MAX_ACCOUNTS', 1_000_000, 1, 1_000_000_000),
+    missingRecheckMs: duration(env, 'SYNC_MISSING_RECHECK', 86_400_000, 1_000),
   });
 }
 

@@ -67,6 +67,12 @@ export interface Metrics {
   observeAccount(o: AccountSyncOutcome): void;
   /** Sets the `ready` gauge (1 or 0), e.g. from the `/readyz` answer. */
   setReady(ready: boolean): void;
+  /**
+   * Claiming is paused because calls do not get through (`reason`: `lockout`, `refused`,
+   * `unreachable`), or resumed (undefined): the `claims_paused` gauge, and `claim_pauses_total`
+   * counts each pause once, when it begins.
+   */
+  setPaused(reason: string | undefined): void;
 }
 
 /** 10 ms to 10 s: a friend_get call is ~50–300 ms; 3 s is Tencent's own timeout, 8 s ours. */
@@ -171,6 +177,19 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     registers,
   });
   ready.set(0);
+  const claimsPaused = new Gauge({
+    name: `${prefix}claims_paused`,
+    help: '1 while claiming is paused because calls to Tencent do not get through (a probe account tries them with backoff), else 0.',
+    registers,
+  });
+  claimsPaused.set(0);
+  const claimPauses = new Counter({
+    name: `${prefix}claim_pauses_total`,
+    help: 'Pauses of claiming because calls to Tencent did not get through, by reason (lockout: 70050; refused: HTTP 4xx or the app refused in the IM console; unreachable: HTTP 5xx, network errors, timeouts).',
+    labelNames: ['reason'] as const,
+    registers,
+  });
+  let pausedFor: string | undefined;
 
   // A collector that throws would fail the whole scrape, so every collector catches and counts here.
   const collectErrors = new Counter({
@@ -342,6 +361,11 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     },
     setReady(isReady) {
       ready.set(isReady ? 1 : 0);
+    },
+    setPaused(reason) {
+      if (reason !== undefined && pausedFor === undefined) claimPauses.inc({ reason });
+      pausedFor = reason;
+      claimsPaused.set(reason === undefined ? 0 : 1);
     },
   };
 }

@@ -154,6 +154,38 @@ describe('failure backoff', () => {
   });
 });
 
+describe('missing accounts', () => {
+  it('stay missing (priority 3, behind real accounts) when a re-check fails for another reason', async () => {
+    await addAccounts(db, ['ghost']);
+    const state = () =>
+      db
+        .selectFrom('tim.accounts')
+        .select([
+          'status',
+          'priority',
+          'failures',
+          sql<number>`extract(epoch FROM next_sync_at - now())::float8`.as('due_in_s'),
+        ])
+        .where('account_id', '=', 'ghost')
+        .executeTakeFirstOrThrow();
+    await recordFailure(db, 'ghost', {
+      status: 'missing',
+      error: 'TIM_ERR_API: 30003',
+      retryAfter: { fixedMs: 100_000, jitter: 0.1 },
+    });
+    const missing = await state();
+    expect(missing).toMatchObject({ status: 'missing', priority: 3, failures: 1 });
+    expect(missing.due_in_s).toBeGreaterThan(89);
+    expect(missing.due_in_s).toBeLessThanOrEqual(100);
+    await recordFailure(db, 'ghost', {
+      status: 'failing',
+      error: 'TIM_ERR_TIMEOUT: x',
+      retryAfter: { baseMs: 60_000, capMs: 600_000 },
+    });
+    expect(await state()).toMatchObject({ status: 'missing', priority: 3, failures: 2 });
+  });
+});
+
 describe('removing rows takes their dependants along (set-based cascade triggers)', () => {
   const friend = (id: string) => ({
     friendId: id,

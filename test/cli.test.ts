@@ -193,6 +193,18 @@ describe('friend-mirror CLI', () => {
     }
   });
 
+  it('exits 1 when a proxy refuses the calls (HTTP 403): the pass stops and says why, no restart needed', async () => {
+    await run(['resync', '--all']);
+    sim.clearCalls();
+    sim.injectFaults('http-403', 1);
+    const r = await run(['sync']);
+    expect(r.code).toBe(1);
+    expect(r.out.join('\n')).toMatch(/stopped early: Tencent IM answered HTTP 403 \(fix: .*TIM_BASE_URL\)/);
+    expect(sim.calls().length).toBeLessThan(10);
+    // Once the proxy lets calls through, the next pass completes.
+    expect((await run(['sync'])).code).toBe(0);
+  });
+
   it('exits 2 on bad usage', async () => {
     expect((await run(['frobnicate'])).code).toBe(2);
     expect((await run(['sync', '--bogus'])).code).toBe(2);

@@ -10,6 +10,7 @@ import { passDepsFrom, timCallsFrom } from '../src/app.js';
 import { loadSyncConfig, loadTimConfig } from '../src/config.js';
 import { addAccounts, removeAccounts, selectAccounts } from '../src/db/accounts.js';
 import { accountTotal, discoverAccounts } from '../src/db/discovery.js';
+import { claimDueAccounts, releaseLeases } from '../src/db/leases.js';
 import { createLogger } from '../src/log.js';
 import { createMetrics } from '../src/metrics.js';
 import { FriendStore } from '../src/simulator/index.js';
@@ -231,5 +232,94 @@ describe('the discovery cap warning', () => {
     now = CAP_WARNING_INTERVAL_MS;
     report(outcome('e', 0, 1));
     expect(warnings()).toBe(2);
+  });
+});
+
+describe('discovered ids that are not accounts (missing)', () => {
+  let f: MirrorFixture | undefined;
+  beforeAll(async () => {
+    const store = new FriendStore();
+    for (const id of ['m_seed', 'm_real']) store.addAccount(id);
+    store.addFriend('m_seed', 'm_real', {});
+    // Tencent lists a friend that is no account of the app (yet).
+    store.addFriend('m_seed', 'm_ghost', {});
+    f = await mirrorFixture('discovery_missing', { store, pageSize: 2 });
+    await addAccounts(f.db, ['m_seed']);
+  });
+  afterAll(async () => {
+    await f?.close();
+  });
+
+  const row = (id: string) =>
+    f!.db
+      .selectFrom('tim.accounts')
+      .select([
+        'status',
+        'priority',
+        'friend_count',
+        sql<number>`extract(epoch FROM next_sync_at - now())::float8`.as('due_in_s'),
+      ])
+      .where('account_id', '=', id)
+      .executeTakeFirstOrThrow();
+
+  it('are re-checked every SYNC_MISSING_RECHECK, after the real accounts, and rejoin once Tencent knows them', async () => {
+    const env = {
+      TIM_SDKAPPID: String(SDK_APP_ID),
+      TIM_SECRET_KEY: SECRET,
+      TIM_BASE_URL: f!.baseUrl,
+      SYNC_DISCOVER: 'true',
+      SYNC_MISSING_RECHECK: '3s',
+    };
+    const syncCfg = loadSyncConfig(env);
+    expect(syncCfg.missingRecheckMs).toBe(3_000);
+    const log = captureLogs().log;
+    const calls = timCallsFrom(loadTimConfig(env), syncCfg, log);
+    const deps = passDepsFrom(f!.db, calls, syncCfg, log);
+    const claim = async (limit: number) =>
+      (await claimDueAccounts(f!.db, { owner: 'test', limit, leaseMs: 60_000 })).map((a) => a.accountId);
+    try {
+      // The seed discovers both ids; each is tried; the ghost is missing, due again in 2.7-3 s.
+      await runPass(deps, await selectAccounts(f!.db, { kind: 'due' }));
+      const second = await runPass(deps, await selectAccounts(f!.db, { kind: 'due' }));
+      expect(second.missing).toBe(1);
+      const ghost = await row('m_ghost');
+      expect(ghost).toMatchObject({ status: 'missing', priority: 3 });
+      expect(ghost.due_in_s).toBeGreaterThan(2);
+      expect(ghost.due_in_s).toBeLessThanOrEqual(3);
+      // Not due yet: no claim, no one-shot pass picks it up.
+      expect(await claim(10)).toEqual([]);
+      expect((await selectAccounts(f!.db, { kind: 'all' })).map((a) => a.accountId)).not.toContain('m_ghost');
+
+      await new Promise((r) => setTimeout(r, (ghost.due_in_s + 0.2) * 1000));
+      // Due again, and still unknown to Tencent: the re-check finds it missing, next one 3 s later.
+      expect((await selectAccounts(f!.db, { kind: 'all' })).map((a) => a.accountId).at(-1)).toBe('m_ghost');
+      // A real account due at the same time is claimed first.
+      await f!.db
+        .updateTable('tim.accounts')
+        .set({ next_sync_at: sql`now() - interval '1 second'` })
+        .where('account_id', '=', 'm_real')
+        .execute();
+      expect(await claim(1)).toEqual(['m_real']);
+      expect(await claim(1)).toEqual(['m_ghost']);
+      await releaseLeases(f!.db, 'test');
+      const recheck = await runPass(deps, await selectAccounts(f!.db, { kind: 'due' }));
+      expect(recheck).toMatchObject({ missing: 1, failed: 0 });
+      expect(await row('m_ghost')).toMatchObject({ status: 'missing', priority: 3 });
+
+      // Tencent knows the id now: at its next re-check it becomes an account like any other.
+      f!.store.addAccount('m_ghost');
+      f!.store.addFriend('m_ghost', 'm_seed', { standard: { Tag_SNS_IM_Remark: 'back' } });
+      await f!.db
+        .updateTable('tim.accounts')
+        .set({ next_sync_at: sql`now()` })
+        .where('account_id', '=', 'm_ghost')
+        .execute();
+      const back = await runPass(deps, await selectAccounts(f!.db, { kind: 'due' }));
+      expect(back).toMatchObject({ changed: 1, missing: 0 });
+      expect(await row('m_ghost')).toMatchObject({ status: 'ok', priority: 2, friend_count: 1 });
+      expect(await f!.diffAll()).toEqual([]);
+    } finally {
+      await calls.close();
+    }
   });
 });

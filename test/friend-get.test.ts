@@ -3,7 +3,13 @@
  * exact error class a caller branches on. Nothing in between: a page is used whole or not at all.
  */
 import { describe, expect, it } from 'vitest';
-import { classifyTimErrorCode, type RetryClass, TimApiError, TimDecodeError } from '../src/tim/errors.js';
+import {
+  classifyTimErrorCode,
+  type RetryClass,
+  TimApiError,
+  TimDecodeError,
+  TimHttpError,
+} from '../src/tim/errors.js';
 import { decodeFriendGetResponse, type FriendGetPage, tagCategory } from '../src/tim/friend-get.js';
 
 /** The sample response of the official page (reference/000_*.txt), with the braces it lost restored. */
@@ -437,11 +443,12 @@ describe('classifyTimErrorCode', () => {
     ['usersig-lockout', [70050]],
     [
       'fatal-config',
-      [
-        60002, 60003, 60004, 60005, 60006, 60010, 70403, 60016, 60020, 60021, 70003, 70005, 70009, 70013,
-        70014, 70016, 70020,
-      ],
+      [60002, 60004, 60005, 60006, 60010, 70403, 70003, 70005, 70009, 70013, 70014, 70016, 70020],
     ],
+    // Fixed in the IM console, not in our settings: calls pause and are tried again, no restart.
+    ['refused', [60016, 60020, 60021]],
+    // The request JSON rejected: only the account id varies in it, so it is about that account.
+    ['fatal', [60003]],
     // "Account not imported" is about the account, not the setup: it is marked missing like 30003.
     ['account-missing', [70107]],
     // Codes not in the tables.
@@ -456,9 +463,22 @@ describe('classifyTimErrorCode', () => {
     },
   );
 
-  it('every fatal-config code tells the operator what to fix', () => {
-    const configCodes = table.filter(([c]) => c === 'fatal-config').flatMap(([, codes]) => codes);
-    for (const code of configCodes) expect(new TimApiError(code, '').message).toMatch(/\(fix: .+\)/);
+  it('every fatal-config code names the variable to fix; every refusal says where to fix it', () => {
+    const codes = (cls: RetryClass) => table.filter(([c]) => c === cls).flatMap(([, codes]) => codes);
+    for (const code of codes('fatal-config')) {
+      expect(new TimApiError(code, '').message).toMatch(/\(fix: .*\bTIM_[A-Z_]+\b.*\)/);
+    }
+    for (const code of codes('refused')) expect(new TimApiError(code, '').message).toMatch(/\(fix: .+\)/);
+  });
+
+  it('an HTTP status other than 200 comes from something in between: 5xx retried, 429 slows down, other 4xx refuse', () => {
+    expect(new TimHttpError(502).retryClass).toBe('retryable');
+    expect(new TimHttpError(429).retryClass).toBe('rate-limited');
+    for (const status of [400, 403, 404, 407]) {
+      const err = new TimHttpError(status);
+      expect(err.retryClass).toBe('refused');
+      expect(err.message).toMatch(/TIM_BASE_URL/);
+    }
   });
 });
 

@@ -4,11 +4,11 @@
 import { describe, expect, it, vi } from 'vitest';
 import type { AccountSyncState } from '../src/db/accounts.js';
 import type { ReplicaView } from '../src/db/replicas.js';
-import type { AccountSyncOutcome } from '../src/sync/account-sync.js';
+import { type AccountSyncOutcome, callTrouble, mustStopPass } from '../src/sync/account-sync.js';
 import { decideShare, ReplicaBudget } from '../src/sync/budget.js';
 import { sleep } from '../src/sync/limiter.js';
-import { Scheduler } from '../src/sync/scheduler.js';
-import { TimApiError } from '../src/tim/errors.js';
+import { type PauseInfo, Scheduler } from '../src/sync/scheduler.js';
+import { TimApiError, TimHttpError, TimNetworkError, TimTimeoutError } from '../src/tim/errors.js';
 
 const state = (id: string): AccountSyncState => ({
   accountId: id,
@@ -332,5 +332,175 @@ describe('ReplicaBudget', () => {
     clock = 20_000;
     budget.fenceIfStale();
     expect(rates).toEqual([50, 0]);
+  });
+});
+
+describe('callTrouble: what an error that outlasted the retries means for every call', () => {
+  it.each([
+    ['a 70050 lockout', new TimApiError(70050, ''), 'lockout', true],
+    ["a proxy's 403", new TimHttpError(403), 'refused', true],
+    ['the app disabled in the console (60016)', new TimApiError(60016, ''), 'refused', true],
+    ['an HTTP 502', new TimHttpError(502), 'unreachable', false],
+    ['a network error', new TimNetworkError('ECONNRESET'), 'unreachable', false],
+    ['a timeout', new TimTimeoutError(8_000), 'unreachable', false],
+    ['a wrong key (70009)', new TimApiError(70009, ''), 'config', true],
+    ['an account Tencent does not know', new TimApiError(30003, ''), undefined, false],
+    ['a rejected request JSON (60003)', new TimApiError(60003, ''), undefined, false],
+  ] as const)('%s → %s (stops a one-shot pass: %s)', (_what, err, trouble, stopsPass) => {
+    expect(callTrouble(err)).toBe(trouble);
+    expect(mustStopPass(err)).toBe(stopsPass);
+  });
+});
+
+describe('Scheduler: pausing when calls do not get through', () => {
+  const refused = () => new TimHttpError(403);
+  const pauseFor = (e: unknown) => {
+    const t = callTrouble(e);
+    return t === 'lockout' || t === 'refused' || t === 'unreachable' ? t : undefined;
+  };
+
+  it('pauses on a refusal, probes with one account at a time with growing capped waits, and resumes on its own', async () => {
+    vi.useFakeTimers();
+    try {
+      const queue = Array.from({ length: 40 }, (_, i) => `a${i}`);
+      let down = true;
+      const claims: number[] = [];
+      const pauses: PauseInfo[] = [];
+      const resumes: PauseInfo[] = [];
+      let inFlight = 0;
+      let peakWhilePaused = 0;
+      const synced: string[] = [];
+      const stop = new AbortController();
+      const s: Scheduler = new Scheduler({
+        concurrency: 4,
+        idleMs: 1_000,
+        sleep,
+        random: () => 1,
+        pauseBackoff: { baseMs: 1_000, capMs: 4_000 },
+        claim: async (n) => {
+          claims.push(n);
+          return queue.splice(0, n).map(state);
+        },
+        syncOne: async (st) => {
+          inFlight++;
+          if (s.paused) peakWhilePaused = Math.max(peakWhilePaused, inFlight);
+          try {
+            await sleep(10, new AbortController().signal);
+            if (down) {
+              queue.push(st.accountId); // released, due again
+              throw refused();
+            }
+            synced.push(st.accountId);
+            if (synced.length === 40) stop.abort();
+            return outcome(st.accountId);
+          } finally {
+            inFlight--;
+          }
+        },
+        isFatal: () => false,
+        pauseFor,
+        onPause: (p) => pauses.push(p),
+        onResume: (p) => resumes.push(p),
+      });
+      const run = s.run(stop.signal, new AbortController().signal);
+      // 4 accounts fail at once: one pause (not four), then probes after 1, 2, 4, 4 s (capped).
+      await vi.advanceTimersByTimeAsync(12_000);
+      expect(s.paused?.reason).toBe('refused');
+      expect(pauses.map((p) => [p.failedProbes, p.backoffMs])).toEqual([
+        [0, 1_000],
+        [1, 2_000],
+        [2, 4_000],
+        [3, 4_000],
+        [4, 4_000],
+      ]);
+      expect(claims).toEqual([4, 1, 1, 1, 1]);
+      expect(peakWhilePaused).toBe(1);
+      expect(resumes).toEqual([]);
+      // Calls go through again: the next probe succeeds and the whole concurrency is used again.
+      down = false;
+      await vi.advanceTimersByTimeAsync(4_100);
+      expect(resumes).toHaveLength(1);
+      expect(s.paused).toBeUndefined();
+      await vi.advanceTimersByTimeAsync(2_000);
+      await run;
+      expect(new Set(synced).size).toBe(40);
+      expect(claims.slice(5, 7)).toEqual([1, 4]);
+      expect(s.fatalError).toBeUndefined();
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('pauses on an account that failed because Tencent was unreachable, and a straggler from before does not pause it again', async () => {
+    vi.useFakeTimers();
+    try {
+      const queue = ['slow', 'fast', ...Array.from({ length: 10 }, (_, i) => `b${i}`)];
+      const pauses: PauseInfo[] = [];
+      let resumed = 0;
+      const stop = new AbortController();
+      const s = new Scheduler({
+        concurrency: 2,
+        idleMs: 1_000,
+        sleep,
+        random: () => 0,
+        pauseBackoff: { baseMs: 2_000, capMs: 8_000 },
+        claim: async (n) => queue.splice(0, n).map(state),
+        syncOne: async (st) => {
+          if (st.accountId === 'fast') {
+            // Recorded on the account (it backs off), returned as a failed outcome.
+            return { ...outcome(st.accountId), result: 'failed', error: new TimNetworkError('ECONNREFUSED') };
+          }
+          if (st.accountId === 'slow') {
+            await sleep(5_000, new AbortController().signal);
+            throw refused();
+          }
+          return outcome(st.accountId);
+        },
+        pauseFor,
+        onPause: (p) => pauses.push(p),
+        onResume: () => resumed++,
+      });
+      const run = s.run(stop.signal, new AbortController().signal);
+      await vi.advanceTimersByTimeAsync(10);
+      expect(s.paused?.reason).toBe('unreachable');
+      // Backoff 2 s × 0.5; the probe succeeds; 'slow' fails after the resume: no second pause.
+      await vi.advanceTimersByTimeAsync(8_000);
+      expect(resumed).toBe(1);
+      expect(pauses).toHaveLength(1);
+      expect(s.paused).toBeUndefined();
+      expect(queue).toEqual([]);
+      stop.abort();
+      await run;
+    } finally {
+      vi.useRealTimers();
+    }
+  });
+
+  it('a configuration error still stops claiming for good, even during a pause', async () => {
+    vi.useFakeTimers();
+    try {
+      let probes = 0;
+      const s = new Scheduler({
+        concurrency: 2,
+        idleMs: 1_000,
+        sleep,
+        random: () => 1,
+        pauseBackoff: { baseMs: 1_000, capMs: 1_000 },
+        claim: async (n) => Array.from({ length: n }, (_, i) => state(`c${probes}-${i}`)),
+        syncOne: async () => {
+          probes++;
+          throw probes === 1 ? refused() : new TimApiError(70009, 'bad signature');
+        },
+        isFatal: (e) => callTrouble(e) === 'config',
+        pauseFor,
+      });
+      const run = s.run(new AbortController().signal, new AbortController().signal);
+      await vi.advanceTimersByTimeAsync(5_000);
+      await run;
+      expect(s.fatalError).toBeInstanceOf(TimApiError);
+      expect(probes).toBeLessThanOrEqual(3);
+    } finally {
+      vi.useRealTimers();
+    }
   });
 });

@@ -556,6 +556,17 @@ describe('faults', () => {
     expect(await res.text()).toContain('502 Bad Gateway');
   });
 
+  it('http-<status> answers that status with a proxy-style HTML page, then calls go through again', async () => {
+    sim.injectFaults('http-403', 2);
+    for (let i = 0; i < 2; i++) {
+      const res = await request();
+      expect(res.status).toBe(403);
+      expect(await res.text()).toContain('403 Forbidden');
+      expect(lastCall()).toMatchObject({ fault: 'http-403', httpStatus: 403 });
+    }
+    expect((await request()).status).toBe(200);
+  });
+
   it('garbage answers 200 with an HTML page', async () => {
     sim.injectFaults('garbage');
     const res = await request();
@@ -614,6 +625,9 @@ describe('faults', () => {
 
   it('refuses unknown fault kinds', () => {
     expect(() => sim.injectFaults('explode' as 'reset')).toThrow(RangeError);
+    // Tencent answers 200; only statuses a proxy or gateway sends (4xx, 5xx) can be injected.
+    expect(() => sim.injectFaults('http-200')).toThrow(RangeError);
+    expect(() => sim.injectFaults('http-302')).toThrow(RangeError);
     expect(() => sim.configure({ faults: { rate: 2 } })).toThrow(RangeError);
   });
 });

@@ -19,7 +19,7 @@ import { startAdminServer } from '../http/admin-server.js';
 import { type CallbackServer, startCallbackServer } from '../http/callback-server.js';
 import { type AccountsSummary, createCallbackMetrics, createMetrics } from '../metrics.js';
 import { createStatusReport } from '../status-report.js';
-import { describeError, mustStopPass, syncAccount } from '../sync/account-sync.js';
+import { type CallTrouble, callTrouble, describeError, syncAccount } from '../sync/account-sync.js';
 import { ReplicaBudget } from '../sync/budget.js';
 import { CallHistory } from '../sync/call-history.js';
 import { CallbackLatency } from '../sync/callback-latency.js';
@@ -60,6 +60,13 @@ async function accountsSummary(db: Kysely<Database>): Promise<AccountsSummary> {
   return { byStatus, lagSeconds: lag, reconcileBacklog };
 }
 
+/** Troubles after which claiming pauses and probes, rather than stopping (see sync/scheduler.ts). */
+const PAUSING: ReadonlySet<CallTrouble | undefined> = new Set(['lockout', 'refused', 'unreachable']);
+/** Troubles no retry fixes: claiming stops for good, the daemon stays up, not ready. */
+const STOPPING: ReadonlySet<CallTrouble | undefined> = new Set(['config', 'broken']);
+/** At most one warning a minute while calls stay paused; the metrics and /readyz tell the rest. */
+const PAUSE_WARN_INTERVAL_MS = 60_000;
+
 /** Runs the daemon until SIGTERM/SIGINT. */
 export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg: RunConfig): Promise<number> {
   const log = ctx.log;
@@ -90,6 +97,9 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
   const background = new AbortController();
   const hardStop = new AbortController();
   let fatalMessage: string | undefined;
+  /** When claiming last paused because calls did not get through; undefined while they do. */
+  let pausedSince: Date | undefined;
+  let lastPauseWarnAt = Number.NEGATIVE_INFINITY;
 
   /** Accounts whose attempt ended without reaching the database; their leases are released later. */
   const orphaned = new Set<string>();
@@ -164,13 +174,16 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
           }),
           nextSync: { intervalMs: cfg.sync.intervalMs },
           maxPages: cfg.sync.maxPages,
+          missingRecheckMs: cfg.sync.missingRecheckMs,
           ...(cfg.sync.discover ? { discover: { maxAccounts: cfg.sync.discoverMaxAccounts } } : {}),
         },
         state,
       ).catch((err: unknown) => {
-        // Not even the failure could be recorded (Postgres is down): the lease would otherwise hold
-        // the account until it expires. Release it as soon as the database answers again.
-        if (!mustStopPass(err)) orphaned.add(state.accountId);
+        // Not even the failure could be recorded (Postgres is down), or calls are paused and the
+        // account was not at fault: the lease would otherwise hold it until it expires. Release it
+        // as soon as the next claim (or probe) reaches the database.
+        const trouble = callTrouble(err);
+        if (!STOPPING.has(trouble) && trouble !== 'abort') orphaned.add(state.accountId);
         throw err;
       });
       totals.accounts++;
@@ -194,15 +207,51 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
       );
       return outcome;
     },
-    isFatal: (err) => mustStopPass(err) && !hardStop.signal.aborted,
+    isFatal: (err) => STOPPING.has(callTrouble(err)) && !hardStop.signal.aborted,
+    pauseFor: (err) => {
+      const trouble = callTrouble(err);
+      return PAUSING.has(trouble) ? trouble : undefined;
+    },
+    onPause: (p) => {
+      if (p.failedProbes === 0) pausedSince = new Date();
+      metrics.setPaused(p.reason);
+      const now = performance.now();
+      if (now - lastPauseWarnAt < PAUSE_WARN_INTERVAL_MS) return;
+      lastPauseWarnAt = now;
+      log.warn(
+        {
+          reason: p.reason,
+          failedProbes: p.failedProbes,
+          nextProbeMs: p.backoffMs,
+          err: { message: (p.error as Error).message },
+        },
+        `calls to Tencent do not get through (${p.reason}): ${(p.error as Error).message}; ` +
+          `claiming paused, probing with one account in ${Math.ceil(p.backoffMs / 1000)}s`,
+      );
+    },
+    onResume: (p) => {
+      metrics.setPaused(undefined);
+      log.info(
+        {
+          reason: p.reason,
+          failedProbes: p.failedProbes,
+          pausedMs: Date.now() - (pausedSince?.getTime() ?? 0),
+        },
+        'calls to Tencent go through again; claiming resumed',
+      );
+      pausedSince = undefined;
+    },
     onSyncError: (err, state) => {
       if (hardStop.signal.aborted) return;
-      if (mustStopPass(err)) {
+      const trouble = callTrouble(err);
+      if (STOPPING.has(trouble)) {
         fatalMessage = (err as Error).message;
         log.fatal(
           { account: state.accountId },
           `stopped calling Tencent: ${fatalMessage}; fix it and restart`,
         );
+      } else if (PAUSING.has(trouble) || trouble === 'abort') {
+        // The pause (onPause) says it, once for every account that failed the same way.
       } else {
         log.error(
           { account: state.accountId, err: { message: (err as Error).message } },
@@ -230,7 +279,17 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
     } catch (err) {
       checks.database = { ok: false, detail: `database unreachable: ${(err as Error).message}` };
     }
-    checks.tencent = fatalMessage ? { ok: false, detail: fatalMessage } : { ok: true };
+    const paused = scheduler.paused;
+    checks.tencent = fatalMessage
+      ? { ok: false, detail: fatalMessage }
+      : paused
+        ? {
+            ok: false,
+            detail:
+              `calls paused since ${pausedSince?.toISOString() ?? 'now'} (${paused.reason}): ` +
+              `${(paused.error as Error).message}; probing with one account`,
+          }
+        : { ok: true };
     return { ready: Object.values(checks).every((c) => c.ok), checks };
   };
   const admin = await startAdminServer({

@@ -91,9 +91,10 @@ export type AccountSelection =
   | { kind: 'ids'; ids: readonly string[] };
 
 /**
- * Loads the sync state of the selected accounts.
- * - `due`: active accounts whose `next_sync_at` has come (never-synced ones always are);
- * - `all`: every account that is not disabled or missing;
+ * Loads the sync state of the selected accounts, `missing` ones last (as the daemon claims them).
+ * - `due`: accounts whose `next_sync_at` has come (never-synced ones always are), `missing` ones
+ *   included once their re-check time (`SYNC_MISSING_RECHECK`) has come;
+ * - `all`: every account that is not disabled, `missing` ones only once their re-check is due;
  * - `ids`: exactly those, whatever their state (an explicit request overrides `missing`).
  */
 export async function selectAccounts(
@@ -103,13 +104,18 @@ export async function selectAccounts(
   let q = db
     .selectFrom('tim.accounts')
     .select(['account_id', 'standard_sequence', 'custom_sequence', 'status', 'last_synced_at'])
+    .orderBy(sql`status = 'missing'`)
     .orderBy('account_id');
   if (sel.kind === 'ids') {
     if (sel.ids.length === 0) return [];
     q = q.where('account_id', '=', sql<string>`ANY(${[...sel.ids]}::text[])`);
   } else {
-    q = q.where('status', 'not in', ['disabled', 'missing']);
-    if (sel.kind === 'due') q = q.where('next_sync_at', '<=', sel.now ?? new Date());
+    const now = (sel.kind === 'due' ? sel.now : undefined) ?? new Date();
+    q = q.where('status', '<>', 'disabled');
+    q =
+      sel.kind === 'due'
+        ? q.where('next_sync_at', '<=', now)
+        : q.where((eb) => eb.or([eb('status', '<>', 'missing'), eb('next_sync_at', '<=', now)]));
   }
   const rows = await q.execute();
   return rows.map((r) => ({
@@ -160,14 +166,21 @@ export function afterSync(nextSyncAt: RawBuilder<Date>, attempt: 'succeeded' | '
 
 /** When to look at a failed account again. */
 export type RetryAfter =
-  /** A fixed delay, e.g. for a missing account. */
-  | { fixedMs: number }
+  /**
+   * A fixed delay, e.g. for a missing account; with `jitter`, up to that share earlier, so ids
+   * found missing together (discovery) are not all re-checked in the same minute.
+   */
+  | { fixedMs: number; jitter?: number }
   /** base × 2^(failures so far), capped, with jitter: one bad account never crowds out the rest. */
   | { baseMs: number; capMs: number };
 
 /**
  * Records a failed attempt. The data and sequences are untouched, so the next pull starts from the
  * last committed state.
+ *
+ * A `missing` account goes to priority 3, behind every real account (see `claimDueAccounts`). It
+ * stays `missing` when its re-check fails for another reason (a timeout, say): only an answer from
+ * Tencent with its friends makes it an account again.
  */
 export async function recordFailure(
   db: Kysely<Database>,
@@ -176,19 +189,24 @@ export async function recordFailure(
 ): Promise<void> {
   const delayMs =
     'fixedMs' in opts.retryAfter
-      ? sql<number>`${opts.retryAfter.fixedMs}::float8`
+      ? sql<number>`${opts.retryAfter.fixedMs}::float8 * (1 - ${opts.retryAfter.jitter ?? 0}::float8 * random())`
       : // Jitter in [0.5, 1.0) of the capped exponential keeps retries of many accounts from lining up.
         sql<number>`least(${opts.retryAfter.capMs}::float8, ${opts.retryAfter.baseMs}::float8 * power(2, least(failures, 30)))
                     * (0.5 + random() / 2)`;
   await db
     .updateTable('tim.accounts')
-    .set((eb) => ({
-      status: opts.status,
-      last_error: opts.error.slice(0, 1000),
-      last_attempt_at: sql`now()`,
-      failures: eb('failures', '+', 1),
-      ...afterSync(sql<Date>`now() + ${delayMs} * interval '1 millisecond'`, 'failed'),
-    }))
+    .set((eb) => {
+      const missing = sql<boolean>`(${opts.status}::text = 'missing' OR status = 'missing')`;
+      const after = afterSync(sql<Date>`now() + ${delayMs} * interval '1 millisecond'`, 'failed');
+      return {
+        status: sql<AccountStatus>`CASE WHEN ${missing} THEN 'missing' ELSE 'failing' END`,
+        last_error: opts.error.slice(0, 1000),
+        last_attempt_at: sql`now()`,
+        failures: eb('failures', '+', 1),
+        ...after,
+        priority: sql<number>`CASE WHEN resync_requested_at > leased_at THEN 0 WHEN ${missing} THEN 3 ELSE 2 END`,
+      };
+    })
     .where('account_id', '=', accountId)
     .execute();
 }

@@ -93,7 +93,8 @@ function reconcileSet(r: ReconcileSchedule | undefined) {
 
 /**
  * Claims up to `limit` due accounts: resync requests first, then never-synced accounts, then the
- * most overdue.
+ * most overdue, and last `missing` accounts whose re-check time has come (priority 3), so ids that
+ * are not accounts only use what the real accounts leave over.
  *
  * One ordered scan over (priority, next_sync_at) would, when fewer than `limit` accounts are due,
  * walk every not-yet-due entry of the last priority. The LATERAL per priority keeps each scan a
@@ -108,10 +109,10 @@ export async function claimDueAccounts(
   const res = await sql<Row>`
     WITH due AS (
       SELECT c.account_id
-      FROM unnest(ARRAY[0, 1, 2]::smallint[]) AS p(priority),
+      FROM unnest(ARRAY[0, 1, 2, 3]::smallint[]) AS p(priority),
       LATERAL (
         SELECT a.account_id FROM tim.accounts a
-        WHERE a.priority = p.priority AND a.next_sync_at <= now() AND a.status NOT IN ('disabled', 'missing')
+        WHERE a.priority = p.priority AND a.next_sync_at <= now() AND a.status <> 'disabled'
         ORDER BY a.next_sync_at
         LIMIT ${opts.limit}
         FOR UPDATE SKIP LOCKED

@@ -8,12 +8,15 @@ import type { SeededRandom } from './prng.js';
  * What an injected fault does to one call:
  * - `error:<code>`: a well-formed `FAIL` answer with that ErrorCode (e.g. 30006, 30007, 60008, 70169);
  * - `http-502`: HTTP 502 with an HTML body, as a gateway in between answers;
+ * - `http-<status>`, any other status from 400 to 599: the same from a proxy or gateway, e.g.
+ *   `http-403` for a proxy that refuses the call, `http-404` for a wrong path, `http-503`. Tencent
+ *   itself answers 200 (tim-api.md), so these only ever come from something in between;
  * - `timeout`: never answers; the connection stays open until the client gives up;
  * - `reset`: destroys the connection without an answer;
  * - `truncate`: declares the full Content-Length, sends the first half of a valid body, then closes;
  * - `garbage`: HTTP 200 with an HTML error page instead of JSON.
  */
-export type FaultKind = `error:${number}` | 'http-502' | 'timeout' | 'reset' | 'truncate' | 'garbage';
+export type FaultKind = `error:${number}` | `http-${number}` | 'timeout' | 'reset' | 'truncate' | 'garbage';
 
 /** Random fault injection: each call is faulted with probability `rate`, the kind drawn by weight. */
 export interface FaultOptions {
@@ -36,11 +39,19 @@ export const DEFAULT_FAULT_KINDS: Readonly<Partial<Record<FaultKind, number>>> =
   timeout: 1,
 };
 
-const SIMPLE_KINDS = new Set(['http-502', 'timeout', 'reset', 'truncate', 'garbage']);
+const SIMPLE_KINDS = new Set(['timeout', 'reset', 'truncate', 'garbage']);
 
-/** True when `kind` names a fault, e.g. `reset` or `error:30006`. */
+/** True when `kind` names a fault, e.g. `reset`, `http-403` or `error:30006`. */
 export function isFaultKind(kind: unknown): kind is FaultKind {
-  return typeof kind === 'string' && (SIMPLE_KINDS.has(kind) || /^error:[1-9]\d{0,8}$/.test(kind));
+  return (
+    typeof kind === 'string' &&
+    (SIMPLE_KINDS.has(kind) || /^error:[1-9]\d{0,8}$/.test(kind) || /^http-[45]\d\d$/.test(kind))
+  );
+}
+
+/** The HTTP status of an `http-<status>` fault, or undefined for other kinds. */
+export function faultHttpStatus(kind: FaultKind): number | undefined {
+  return kind.startsWith('http-') ? Number(kind.slice(5)) : undefined;
 }
 
 /** The ErrorCode of an `error:<code>` fault, or undefined for other kinds. */

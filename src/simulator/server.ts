@@ -5,7 +5,7 @@
  */
 import { randomInt } from 'node:crypto';
 import type { IncomingMessage, Server, ServerResponse } from 'node:http';
-import { createServer } from 'node:http';
+import { createServer, STATUS_CODES } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { type IntervalHistogram, monitorEventLoopDelay } from 'node:perf_hooks';
 import { BearerToken } from '../http/bearer-token.js';
@@ -23,7 +23,7 @@ import { DEFAULT_CONFIG, resolveConfig } from './config.js';
 import { handleControl } from './control.js';
 import { CursorTable } from './cursors.js';
 import type { FaultKind } from './faults.js';
-import { faultErrorCode, isFaultKind, pickFault } from './faults.js';
+import { faultErrorCode, faultHttpStatus, isFaultKind, pickFault } from './faults.js';
 import type { GenerateOptions } from './generate.js';
 import { generateApp } from './generate.js';
 import { readBody } from './http-body.js';
@@ -125,6 +125,11 @@ const HTML_TYPE = 'text/html; charset=utf-8';
 const GATEWAY_502 =
   '<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n' +
   '<hr><center>stgw</center>\r\n</body>\r\n</html>\r\n';
+/** What a proxy or gateway in between answers with a non-200 status, e.g. a 403 from an egress proxy. */
+function proxyErrorPage(status: number): string {
+  const title = `${status} ${STATUS_CODES[status] ?? 'Error'}`;
+  return `<html>\r\n<head><title>${title}</title></head>\r\n<body>\r\n<center><h1>${title}</h1></center>\r\n</body>\r\n</html>\r\n`;
+}
 const GARBAGE_PAGE =
   '<!DOCTYPE html><html><head><meta charset="utf-8"><title>Service Unavailable</title></head>' +
   '<body><h1>Service temporarily unavailable</h1><p>Please try again later.</p></body></html>\n';
@@ -617,10 +622,13 @@ export class Simulator {
       this.#sendTim(res, record, code, failBody(code, `simulated fault ${fault}`));
       return;
     }
+    const status = faultHttpStatus(fault);
+    if (status !== undefined) {
+      const page = status === 502 ? GATEWAY_502 : proxyErrorPage(status);
+      this.#send(res, record, status, HTML_TYPE, page);
+      return;
+    }
     switch (fault) {
-      case 'http-502':
-        this.#send(res, record, 502, HTML_TYPE, GATEWAY_502);
-        return;
       case 'garbage':
         this.#send(res, record, 200, HTML_TYPE, GARBAGE_PAGE);
         return;

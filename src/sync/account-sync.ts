@@ -9,7 +9,7 @@ import { type AccountSyncState, recordFailure } from '../db/accounts.js';
 import { type DiscoveryResult, discoverAccounts } from '../db/discovery.js';
 import { applySnapshot, type NextSync, recordUnchanged, SnapshotConflictError } from '../db/friends.js';
 import type { Database } from '../db/schema.js';
-import { TimApiError, TimError } from '../tim/errors.js';
+import { TimApiError, TimError, TimHttpError, TimNetworkError, TimTimeoutError } from '../tim/errors.js';
 import { type FriendGetCall, pullFriends } from '../tim/friend-pull.js';
 import { type Drift, driftOf } from './reconcile.js';
 import { SnapshotRows, snapshotFromPull } from './snapshot.js';
@@ -56,7 +56,10 @@ export interface AccountSyncDeps {
   failureBackoff?: { baseMs: number; capMs: number };
   /** When a synced account is due again. */
   nextSync?: NextSync;
-  /** How long a missing account is left alone before it is checked again. Default 24 h. */
+  /**
+   * How long a missing account is left alone before it is checked again (`SYNC_MISSING_RECHECK`).
+   * Default 24 h; each re-check comes up to a tenth earlier, so ids found missing together spread out.
+   */
   missingRecheckMs?: number;
   /** Add friends seen to `tim.accounts` (discovery); absent: off. */
   discover?: DiscoverOptions;
@@ -65,13 +68,16 @@ export interface AccountSyncDeps {
 /** What a pull sends to read everything: no sequences. */
 const FULL_READ = { standardSequence: null, customSequence: null } as const;
 
+/** A missing account's re-check comes up to this share of `missingRecheckMs` early. */
+const MISSING_RECHECK_JITTER = 0.1;
+
 /** Conflicts are retried this many times with fresh state before the account fails this round. */
 const MAX_CONFLICT_RETRIES = 2;
 
 /**
  * Syncs one account. Never throws for the account's own failures: they are recorded on the account
- * and returned. It rethrows only what must stop the whole pass: a fatal configuration error, or an
- * abort.
+ * and returned. It rethrows only what concerns every call ({@link mustStopPass}): a configuration
+ * error, a UserSig lockout or a refusal that outlasted the retries, a dead call thread, an abort.
  */
 export async function syncAccount(
   deps: AccountSyncDeps,
@@ -89,9 +95,10 @@ export async function syncAccount(
   let base = { standardSequence: state.standardSequence, customSequence: state.customSequence };
   // `ask` is what we send; it differs from `base` for a reconcile and after drift, when we ask for
   // everything (still applied on top of `base`, so a concurrent writer is still noticed).
-  let ask: { standardSequence: number | null; customSequence: number | null } = state.reconcile
-    ? FULL_READ
-    : base;
+  // A missing account that Tencent knows again may be a new account under the same id, whose
+  // sequences could equal the stored ones by chance: read it in full.
+  let ask: { standardSequence: number | null; customSequence: number | null } =
+    state.reconcile || state.status === 'missing' ? FULL_READ : base;
   if (state.reconcile) outcome.reconciled = true;
   let friendIds: string[] | undefined;
   try {
@@ -172,7 +179,7 @@ export async function syncAccount(
         status: missing ? 'missing' : 'failing',
         error: describeError(error),
         retryAfter: missing
-          ? { fixedMs: deps.missingRecheckMs ?? 86_400_000 }
+          ? { fixedMs: deps.missingRecheckMs ?? 86_400_000, jitter: MISSING_RECHECK_JITTER }
           : (deps.failureBackoff ?? { baseMs: 60_000, capMs: 3_600_000 }),
       });
     }
@@ -212,18 +219,54 @@ async function discover(
   }
 }
 
-/** Errors that are not about one account and must stop every call. */
-export function mustStopPass(err: unknown): boolean {
-  if (err instanceof TimError) {
-    return (
-      err.retryClass === 'fatal-config' ||
-      err.retryClass === 'usersig-lockout' ||
-      err.code === 'TIM_ERR_ABORTED' ||
-      // The call thread is stopped or gave up restarting: no call can be made (sync/call-thread.ts).
-      (err.code === 'TIM_ERR_CALL_THREAD' && err.retryClass === 'fatal')
-    );
+/**
+ * What an error that outlasted the retries says about calls in general, beyond the account it
+ * happened to:
+ * - `config`: a setting is wrong (Tencent said which); no retry fixes it;
+ * - `broken`: the call thread is stopped or gave up restarting: no call can be made in this process;
+ * - `abort`: shutdown;
+ * - `lockout`: Tencent still answers 70050 (too many failed UserSig checks) after every retry;
+ * - `refused`: a proxy's HTTP 4xx, or the app disabled/expired/IP not allowed in the IM console;
+ * - `unreachable`: the path to Tencent failed (HTTP 5xx, a network error, a timeout). Tencent
+ *   answers 200 unless the network fails, so this is not about the account either.
+ * - undefined: about this account only.
+ *
+ * The daemon stops claiming for good only on `config` and `broken`; on `lockout`, `refused` and
+ * `unreachable` it pauses and probes until calls go through again (see sync/scheduler.ts).
+ */
+export type CallTrouble = 'config' | 'broken' | 'abort' | 'lockout' | 'refused' | 'unreachable';
+
+/** Classifies an error as {@link CallTrouble}, or undefined when it concerns one account only. */
+export function callTrouble(err: unknown): CallTrouble | undefined {
+  if (!(err instanceof TimError)) {
+    return (err as { name?: string })?.name === 'AbortError' ? 'abort' : undefined;
   }
-  return (err as { name?: string })?.name === 'AbortError';
+  if (err.code === 'TIM_ERR_ABORTED') return 'abort';
+  // The call thread is stopped or gave up restarting: no call can be made (sync/call-thread.ts).
+  if (err.code === 'TIM_ERR_CALL_THREAD' && err.retryClass === 'fatal') return 'broken';
+  switch (err.retryClass) {
+    case 'fatal-config':
+      return 'config';
+    case 'usersig-lockout':
+      return 'lockout';
+    case 'refused':
+      return 'refused';
+  }
+  if (err instanceof TimHttpError || err instanceof TimNetworkError || err instanceof TimTimeoutError) {
+    return 'unreachable';
+  }
+  return undefined;
+}
+
+/**
+ * Errors that stop a whole pass, and that `syncAccount` rethrows instead of recording on the
+ * account: every {@link CallTrouble} but `unreachable`. A network failure that outlasted the
+ * retries is recorded on the account (it backs off) and the pass goes on: one blip must not end a
+ * pass over a million accounts, and the daemon pauses on it anyway.
+ */
+export function mustStopPass(err: unknown): boolean {
+  const trouble = callTrouble(err);
+  return trouble !== undefined && trouble !== 'unreachable';
 }
 
 /** `code: message`, for `last_error`. Messages of our errors never carry secrets. */

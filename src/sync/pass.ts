@@ -31,6 +31,8 @@ export interface PassDeps {
   maxPages?: number;
   /** Add friends seen to `tim.accounts` (`SYNC_DISCOVER`); absent: off. */
   discover?: DiscoverOptions;
+  /** When a missing account is tried again (`SYNC_MISSING_RECHECK`); default 24 h. */
+  missingRecheckMs?: number;
   signal?: AbortSignal;
   /**
    * Claims an account just before it is synced (a lease, so a running daemon does not sync it at
@@ -60,7 +62,7 @@ export interface PassProgress {
 
 /** The result of a pass. */
 export interface PassSummary extends PassProgress {
-  /** Set when the pass stopped early: a configuration error Tencent reported, or an abort. */
+  /** Set when the pass stopped early: a configuration error, a lockout or refusal, or an abort. */
   stoppedBy?: Error;
   /** Accounts never started because the pass stopped early. */
   skipped: number;
@@ -100,7 +102,9 @@ export function limitedCall(
 /**
  * Syncs `accounts` once each. An account's failure is recorded on it and counted; only errors that
  * concern every account (bad configuration, a UserSig lockout that outlasted every retry's 61 s
- * pause, shutdown) stop the pass, and then no further call is made.
+ * pause, a refusal such as a proxy's HTTP 403, shutdown: see `mustStopPass`) stop the pass, and
+ * then no further call is made. Unlike the daemon, a pass does not wait for calls to go through
+ * again: it ends, and says why.
  */
 export async function runPass(deps: PassDeps, accounts: readonly AccountSyncState[]): Promise<PassSummary> {
   const started = performance.now();
@@ -147,6 +151,7 @@ export async function runPass(deps: PassDeps, accounts: readonly AccountSyncStat
               call,
               nextSync: deps.nextSync,
               maxPages: deps.maxPages,
+              ...(deps.missingRecheckMs !== undefined ? { missingRecheckMs: deps.missingRecheckMs } : {}),
               ...(deps.discover ? { discover: deps.discover } : {}),
             },
             claimed,

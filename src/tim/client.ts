@@ -6,7 +6,7 @@
  */
 import { randomInt } from 'node:crypto';
 import { decodeUtf8 } from '../text.js';
-import { TimDecodeError, TimError } from './errors.js';
+import { TimApiError, TimDecodeError, TimError } from './errors.js';
 import { decodeFriendGetResponse, type FriendGetPage, type FriendGetRequest } from './friend-get.js';
 import { absoluteNow, type HttpTransport, UndiciTransport } from './transport.js';
 import type { UserSigProvider } from './usersig.js';
@@ -90,12 +90,12 @@ export class TimClient {
     try {
       return await this.#callOnce(req, signal);
     } catch (err) {
-      if (
-        err instanceof TimError &&
-        err.retryClass === 'usersig-refresh' &&
-        this.#opts.userSig.invalidate()
-      ) {
-        return this.#callOnce(req, signal);
+      if (err instanceof TimError && err.retryClass === 'usersig-refresh') {
+        if (this.#opts.userSig.invalidate()) return this.#callOnce(req, signal);
+        // A fixed UserSig that Tencent no longer takes fails every call alike: no retry fixes it.
+        if (err instanceof TimApiError) {
+          throw new TimApiError(err.errorCode, err.errorInfo, { unrenewable: true });
+        }
       }
       throw err;
     }

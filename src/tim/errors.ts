@@ -14,7 +14,11 @@
  * - `usersig-refresh`: the UserSig expired or was invalidated; make a new one and retry once.
  * - `usersig-lockout`: too many failed UserSig checks (70050); pause every call for at least 60 s.
  * - `account-missing`: the account does not exist (30003); mark it missing.
- * - `fatal-config`: configuration is wrong; stop calling and tell the operator what to fix.
+ * - `fatal-config`: a setting of this process is wrong (SDKAppID, identifier, key or UserSig,
+ *    region or URL), which no retry fixes; stop calling and tell the operator which variable to fix.
+ * - `refused`: every call is refused for a reason outside this process's settings: a proxy's or
+ *    gateway's HTTP 4xx, the app disabled or its plan expired in the IM console, this IP not on the
+ *    allowlist. Fixed elsewhere, so pause every call and try again later; no restart is needed.
  * - `bad-response`: the server's answer could not be trusted; nothing from it is applied. Retried,
  *    since it is usually a truncated body or a proxy page.
  * - `fatal`: anything else that retrying will not fix for this account.
@@ -26,6 +30,7 @@ export type RetryClass =
   | 'usersig-lockout'
   | 'account-missing'
   | 'fatal-config'
+  | 'refused'
   | 'bad-response'
   | 'fatal';
 
@@ -33,9 +38,10 @@ const RETRYABLE = new Set([30006, 30007, 60008, 70169, 70202, 70500]);
 const RATE_LIMITED = new Set([60007, 60011, 60018, 60019]);
 const USERSIG_REFRESH = new Set([70001, 70052]);
 const FATAL_CONFIG = new Set([
-  30004, 60002, 60003, 60004, 60005, 60006, 60010, 60016, 60020, 60021, 70003, 70005, 70009, 70013, 70014,
-  70016, 70020, 70403,
+  30004, 60002, 60004, 60005, 60006, 60010, 70003, 70005, 70009, 70013, 70014, 70016, 70020, 70403,
 ]);
+/** Fixed in the IM console, not in our settings: a later try succeeds without a restart. */
+const REFUSED = new Set([60016, 60020, 60021]);
 
 /** Maps a TIM `ErrorCode` to what the caller should do about it. */
 export function classifyTimErrorCode(errorCode: number): RetryClass {
@@ -44,9 +50,12 @@ export function classifyTimErrorCode(errorCode: number): RetryClass {
   if (USERSIG_REFRESH.has(errorCode)) return 'usersig-refresh';
   if (errorCode === 70050) return 'usersig-lockout';
   // 70107 "account not imported" says the same of an account as 30003 does. Treating it as missing
-  // (re-checked daily) rather than fatal keeps one unimported account from stopping every sync.
+  // (re-checked every SYNC_MISSING_RECHECK, daily by default) rather than fatal keeps one unimported account from stopping every sync.
   if (errorCode === 30003 || errorCode === 70107) return 'account-missing';
   if (FATAL_CONFIG.has(errorCode)) return 'fatal-config';
+  if (REFUSED.has(errorCode)) return 'refused';
+  // 60003 (request JSON rejected) lands here too: the only part of our JSON that varies is the
+  // account id, so it is about that account, and stopping every sync for it would be wrong.
   return 'fatal';
 }
 
@@ -54,14 +63,14 @@ export function classifyTimErrorCode(errorCode: number): RetryClass {
 const FIX_HINTS: Record<number, string> = {
   30004: 'TIM_IDENTIFIER must be an app administrator account',
   60002: 'the request URL was rejected; check TIM_BASE_URL / TIM_REGION',
-  60003: 'the request JSON was rejected; please report this as a bug',
+  60003: 'the request JSON was rejected; please report this as a bug with the account id',
   60004: 'TIM_IDENTIFIER is not a valid UserID',
   60005: 'the UserSig was rejected; check TIM_SECRET_KEY or TIM_USERSIG',
   60006: 'TIM_SDKAPPID is invalid',
   60010: 'TIM_IDENTIFIER must be an app administrator account',
-  60016: 'the SDKAppID is disabled in the IM console',
-  60020: 'the IM plan has expired',
-  60021: "this machine's IP is not on the app's allowlist",
+  60016: 'the SDKAppID is disabled: enable it in the IM console',
+  60020: 'the IM plan has expired: renew it in the IM console',
+  60021: "this machine's IP is not on the app's allowlist: add it in the IM console",
   70003: 'the UserSig signature is wrong; TIM_SECRET_KEY may belong to another app',
   70005: 'the UserSig signature is wrong; TIM_SECRET_KEY may belong to another app',
   70009: 'the UserSig signature is wrong; TIM_SECRET_KEY may belong to another app',
@@ -71,6 +80,9 @@ const FIX_HINTS: Record<number, string> = {
   70020: 'the SDKAppID was not found: check TIM_SDKAPPID and TIM_REGION',
   70403: 'TIM_IDENTIFIER must be an app administrator account',
 };
+
+const UNRENEWABLE_HINT =
+  'TIM_USERSIG has expired or was invalidated: set a new one, or set TIM_SECRET_KEY instead so UserSigs are renewed';
 
 /** Base class of every client error. */
 export abstract class TimError extends Error {
@@ -101,9 +113,13 @@ export class TimApiError extends TimError {
   /** The TIM `ErrorInfo` text, cut to a sane length. */
   readonly errorInfo: string;
 
-  constructor(errorCode: number, errorInfo: string) {
-    const retryClass = classifyTimErrorCode(errorCode);
-    const hint = FIX_HINTS[errorCode];
+  /**
+   * @param opts.unrenewable the UserSig was expired or invalidated (70001, 70052) and cannot be
+   *   renewed (a fixed `TIM_USERSIG`): a configuration error, since every call will fail the same way
+   */
+  constructor(errorCode: number, errorInfo: string, opts: { unrenewable?: boolean } = {}) {
+    const retryClass = opts.unrenewable ? 'fatal-config' : classifyTimErrorCode(errorCode);
+    const hint = opts.unrenewable ? UNRENEWABLE_HINT : FIX_HINTS[errorCode];
     const info = errorInfo.slice(0, 300);
     super(`Tencent IM error ${errorCode}${info ? `: ${info}` : ''}${hint ? ` (fix: ${hint})` : ''}`);
     this.errorCode = errorCode;
@@ -119,10 +135,15 @@ export class TimHttpError extends TimError {
   readonly status: number;
 
   constructor(status: number) {
-    super(`Tencent IM answered HTTP ${status}`);
+    // Tencent answers 200, even for errors: any other status comes from something in between.
+    const refused = status < 500 && status !== 429;
+    super(
+      `Tencent IM answered HTTP ${status}${refused ? ' (fix: a proxy or gateway refused the call; check it and TIM_BASE_URL)' : ''}`,
+    );
     this.status = status;
-    // 429 is a proxy or gateway telling us to slow down; other 4xx mean the URL is wrong.
-    this.retryClass = status >= 500 ? 'retryable' : status === 429 ? 'rate-limited' : 'fatal-config';
+    // 429 is a proxy or gateway telling us to slow down. Other 4xx: it refuses every call (a 403 from
+    // a proxy, a 404 for a wrong path) until someone fixes it there, which needs no restart here.
+    this.retryClass = status >= 500 ? 'retryable' : status === 429 ? 'rate-limited' : 'refused';
   }
 }
 
