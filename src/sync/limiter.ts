@@ -50,6 +50,11 @@ export interface CallLimiterOptions {
   onChange?: () => void;
 }
 
+/** The window the limiter counts calls in: one second plus the jitter allowance. */
+export function limiterWindowMs(jitterMs = 20): number {
+  return 1000 + jitterMs;
+}
+
 /** Paces calls under a calls-per-second budget. */
 export class CallLimiter implements Limiter {
   readonly #bottleneck: Bottleneck;
@@ -69,7 +74,7 @@ export class CallLimiter implements Limiter {
   constructor(opts: CallLimiterOptions) {
     this.#now = opts.now ?? (() => performance.now());
     this.#onChange = opts.onChange;
-    this.#windowMs = 1000 + (opts.jitterMs ?? 20);
+    this.#windowMs = limiterWindowMs(opts.jitterMs);
     this.#rate = Math.max(0, Math.floor(opts.ratePerSecond));
     this.#bottleneck = new Bottleneck({ minTime: this.#minTime(this.#rate), maxConcurrent: null });
     this.#window = new SlidingWindow(this.#rate, this.#windowMs, this.#now);
