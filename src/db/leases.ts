@@ -194,8 +194,9 @@ export async function releaseLeases(
 }
 
 /**
- * Frees the leases of replicas that are gone (see db/replicas.ts): those accounts are due at once,
- * so any replica claims them now instead of when the leases would run out. Only leased rows are
+ * Frees the leases of replicas that are gone (see db/replicas.ts): those accounts are due at once
+ * and first in their priority (they were at the head of the queue when claimed), so any replica
+ * claims them now instead of when the leases would run out. Only leased rows are
  * read (a partial index holds just those). A replica registers before its first claim, so its own
  * fresh leases are never taken for a dead one's.
  *
@@ -204,7 +205,7 @@ export async function releaseLeases(
 export async function releaseDeadLeases(db: Kysely<Database>): Promise<number> {
   const res = await sql`
     UPDATE tim.accounts a
-    SET lease_owner = NULL, leased_at = NULL, lease_expires_at = NULL, next_sync_at = now(),
+    SET lease_owner = NULL, leased_at = NULL, lease_expires_at = NULL, next_sync_at = '-infinity',
         reconcile_next_at = NULL
     WHERE a.lease_owner IS NOT NULL
       AND NOT EXISTS (SELECT 1 FROM tim.live_replicas l WHERE l.replica_id = a.lease_owner)`.execute(db);
