@@ -47,7 +47,7 @@ export async function statusCommand(ctx: CommandContext, db: Kysely<Database>): 
   ctx.out(`discovered accounts: ${r.discovered}`);
   const replicas = await sql<{ replica_id: string; calls_per_second: number; age: number }>`
     SELECT replica_id, calls_per_second, extract(epoch FROM now() - heartbeat_at)::float8 AS age
-    FROM tim.replicas WHERE expires_at > now() ORDER BY replica_id`.execute(db);
+    FROM tim.live_replicas ORDER BY replica_id`.execute(db);
   ctx.out(`replicas running: ${replicas.rows.length}`);
   for (const r of replicas.rows) {
     ctx.out(`  ${r.replica_id}: ${r.calls_per_second} calls/s share, heartbeat ${r.age.toFixed(1)}s ago`);

@@ -1,10 +1,13 @@
 /**
  * The call-rate limiter: every friend_get call of this process goes through it.
  *
- * Bottleneck paces calls `minTime` apart, which spreads them evenly instead of bursting at the top
- * of each second. Timers can fire late, and a late call followed by an on-time one would sit closer
- * together than `minTime`, so a sliding-window guard runs right before each call as well: it keeps
- * the start times of the last `limit` calls and waits until the oldest is old enough.
+ * A sliding-window guard runs right before each call: it spaces calls evenly on a schedule (instead
+ * of bursting at the top of each second) and keeps the start times of the last `limit` calls,
+ * waiting until the oldest is old enough, so a timer that fires late never lets two calls crowd a
+ * window. Bottleneck only queues the jobs, without a `minTime` of its own: it fixes each queued job's
+ * start time when the job is queued, so a pace set there would keep every call already waiting at
+ * the old pace for up to a second after a raise (a replica taking over a gone one's share, or the
+ * end of a pause); the window applies a new rate to waiting calls at once.
  *
  * Tencent counts calls when they ARRIVE, and the network delays each call differently. The guard
  * therefore allows `limit` calls per (1 s + `jitterMs`), not per second: if L+1 calls arrived within
@@ -76,17 +79,8 @@ export class CallLimiter implements Limiter {
     this.#onChange = opts.onChange;
     this.#windowMs = limiterWindowMs(opts.jitterMs);
     this.#rate = Math.max(0, Math.floor(opts.ratePerSecond));
-    this.#bottleneck = new Bottleneck({ minTime: this.#minTime(this.#rate), maxConcurrent: null });
+    this.#bottleneck = new Bottleneck({ maxConcurrent: null });
     this.#window = new SlidingWindow(this.#rate, this.#windowMs, this.#now);
-  }
-
-  /**
-   * Bottleneck fixes each queued job's start time when it is queued, so a slow pace set while
-   * paused would hold back every queued job long after the rate is raised. While paused, jobs pass
-   * straight through to the window guard, which holds them until the rate is raised.
-   */
-  #minTime(rate: number): number {
-    return rate === 0 ? 0 : this.#windowMs / rate;
   }
 
   /** Calls per second this limiter currently allows (after any slow-down or pause). */
@@ -101,9 +95,7 @@ export class CallLimiter implements Limiter {
   }
 
   #apply(): void {
-    const rate = this.#effective();
-    this.#bottleneck.updateSettings({ minTime: this.#minTime(rate) });
-    this.#window.setLimit(rate);
+    this.#window.setLimit(this.#effective());
     this.#onChange?.();
   }
 
