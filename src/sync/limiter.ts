@@ -1,13 +1,15 @@
 /**
  * The call-rate limiter: every friend_get call of this process goes through it.
  *
- * A sliding-window guard runs right before each call: it spaces calls evenly on a schedule (instead
- * of bursting at the top of each second) and keeps the start times of the last `limit` calls,
- * waiting until the oldest is old enough, so a timer that fires late never lets two calls crowd a
- * window. Bottleneck only queues the jobs, without a `minTime` of its own: it fixes each queued job's
- * start time when the job is queued, so a pace set there would keep every call already waiting at
- * the old pace for up to a second after a raise (a replica taking over a gone one's share, or the
- * end of a pause); the window applies a new rate to waiting calls at once.
+ * Bottleneck paces calls `minTime` apart, which spreads them evenly instead of bursting at the top
+ * of each second. Timers can fire late, and a late call followed by an on-time one would sit closer
+ * together than `minTime`, so a sliding-window guard runs right before each call as well: it keeps
+ * the start times of the last `limit` calls and waits until the oldest is old enough.
+ *
+ * Bottleneck fixes each queued job's start time when the job is queued. So that a raise (a replica
+ * taking over a gone one's share, a slow-down ending) applies to calls already waiting, a raise
+ * lets every call still waiting for its bottleneck slot go on to the window guard, which spaces
+ * them at the new rate, and starts a new bottleneck at the new pace for the calls that follow.
  *
  * Tencent counts calls when they ARRIVE, and the network delays each call differently. The guard
  * therefore allows `limit` calls per (1 s + `jitterMs`), not per second: if L+1 calls arrived within
@@ -60,7 +62,11 @@ export function limiterWindowMs(jitterMs = 20): number {
 
 /** Paces calls under a calls-per-second budget. */
 export class CallLimiter implements Limiter {
-  readonly #bottleneck: Bottleneck;
+  #bottleneck: Bottleneck;
+  /** Calls waiting for their bottleneck slot, each with a way to skip the rest of that wait. */
+  readonly #waitingForSlot = new Set<() => void>();
+  /** The effective rate last applied, to tell a raise. */
+  #applied: number;
   readonly #window: SlidingWindow;
   readonly #windowMs: number;
   /** The rate we are allowed (this replica's share of the budget). */
@@ -79,8 +85,18 @@ export class CallLimiter implements Limiter {
     this.#onChange = opts.onChange;
     this.#windowMs = limiterWindowMs(opts.jitterMs);
     this.#rate = Math.max(0, Math.floor(opts.ratePerSecond));
-    this.#bottleneck = new Bottleneck({ maxConcurrent: null });
+    this.#bottleneck = new Bottleneck({ minTime: this.#minTime(this.#rate), maxConcurrent: null });
     this.#window = new SlidingWindow(this.#rate, this.#windowMs, this.#now);
+    this.#applied = this.#rate;
+  }
+
+  /**
+   * Bottleneck fixes each queued job's start time when it is queued, so a slow pace set while
+   * paused would hold back every queued job long after the rate is raised. While paused, jobs pass
+   * straight through to the window guard, which holds them until the rate is raised.
+   */
+  #minTime(rate: number): number {
+    return rate === 0 ? 0 : this.#windowMs / rate;
   }
 
   /** Calls per second this limiter currently allows (after any slow-down or pause). */
@@ -95,7 +111,19 @@ export class CallLimiter implements Limiter {
   }
 
   #apply(): void {
-    this.#window.setLimit(this.#effective());
+    const rate = this.#effective();
+    if (rate > this.#applied && this.#waitingForSlot.size > 0) {
+      // Their slots were fixed at the old pace: let them go to the window guard now, and pace the
+      // calls that follow with a bottleneck that has no slots taken at the old pace.
+      const old = this.#bottleneck;
+      this.#bottleneck = new Bottleneck({ minTime: this.#minTime(rate), maxConcurrent: null });
+      for (const go of [...this.#waitingForSlot]) go();
+      void old.stop({ dropWaitingJobs: true }).catch(() => {});
+    } else {
+      this.#bottleneck.updateSettings({ minTime: this.#minTime(rate) });
+    }
+    this.#applied = rate;
+    this.#window.setLimit(rate);
     this.#onChange?.();
   }
 
@@ -151,7 +179,16 @@ export class CallLimiter implements Limiter {
 
   /** Runs `fn` when the budget allows. Rejects without running it if `signal` aborts first. */
   schedule<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-    return this.#bottleneck.schedule(async () => {
+    const slot = new Promise<void>((resolve) => {
+      const go = () => {
+        if (!this.#waitingForSlot.delete(go)) return;
+        resolve();
+      };
+      this.#waitingForSlot.add(go);
+      // Dropped (a raise replaced this bottleneck, or stop()): go on; the window decides.
+      this.#bottleneck.schedule(async () => go()).catch(go);
+    });
+    return slot.then(async () => {
       signal?.throwIfAborted();
       await this.#window.acquire(signal);
       return fn();
@@ -162,8 +199,8 @@ export class CallLimiter implements Limiter {
   queued(): number {
     // Not bottleneck.queued(): with no concurrency cap, bottleneck moves every job to RUNNING at
     // once, each on a timer for its slot, so its queue is nearly always empty while calls wait.
-    const c = this.#bottleneck.counts();
-    return (c.RECEIVED ?? 0) + (c.QUEUED ?? 0) + (c.RUNNING ?? 0) + this.#window.waiting;
+    // Every call is either waiting for its slot or for the window.
+    return this.#waitingForSlot.size + this.#window.waiting;
   }
 
   /** Drops queued calls and stops pacing. */
