@@ -9,6 +9,7 @@ import { applySnapshot } from '../src/db/friends.js';
 import { claimAccount, claimDueAccounts, releaseLeases } from '../src/db/leases.js';
 import { migrateToLatest } from '../src/db/migrate.js';
 import { createDb } from '../src/db/pool.js';
+import { heartbeat } from '../src/db/replicas.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
 
 let database: TestDatabase;
@@ -62,7 +63,15 @@ describe('claiming', () => {
     const second = await claimDueAccounts(db, { owner: 'r2', limit: 10, leaseMs: 60_000 });
     expect(second.map((a) => a.accountId)).toEqual(['old-late']);
     expect(await claimDueAccounts(db, { owner: 'r3', limit: 10, leaseMs: 60_000 })).toEqual([]);
-    // A one-shot claim of a leased account is refused.
+    // A one-shot claim of an account a live replica leased is refused (test/leases.test.ts: a gone one's is not).
+    await heartbeat(db, {
+      replicaId: 'r1',
+      hostname: 'h',
+      pid: 1,
+      ttlMs: 60_000,
+      peers: 1,
+      callsPerSecond: 0,
+    });
     expect(await claimAccount(db, 'asked', { owner: 'sync', leaseMs: 60_000 })).toBe('busy');
     expect(await claimAccount(db, 'nobody', { owner: 'sync', leaseMs: 60_000 })).toBe('gone');
 

@@ -34,6 +34,28 @@ describe('CallLimiter', () => {
     expect(maxInWindow(starts, 1029)).toBeLessThanOrEqual(60);
   });
 
+  it("a raise applies at once to calls already waiting (a replica taking a gone one's share)", async () => {
+    const limiter = new CallLimiter({ ratePerSecond: 66, jitterMs: 20 });
+    const starts: number[] = [];
+    // A replica's accounts in flight, each waiting for its call: 64 of them, refilled as they go.
+    let stop = false;
+    const caller = async () => {
+      while (!stop) await limiter.schedule(async () => void starts.push(performance.now()));
+    };
+    const callers = Array.from({ length: 64 }, caller);
+    await new Promise((r) => setTimeout(r, 1_500));
+    const raisedAt = performance.now();
+    limiter.setRate(100);
+    await new Promise((r) => setTimeout(r, 1_000));
+    stop = true;
+    await limiter.stop();
+    await Promise.allSettled(callers);
+    const inFirstSecond = starts.filter((t) => t >= raisedAt && t < raisedAt + 1_000).length;
+    // At the new pace (100 per 1.02 s) from the moment of the raise, not after the old queue drained.
+    expect(inFirstSecond).toBeGreaterThanOrEqual(90);
+    expect(maxInWindow(starts, 1020)).toBeLessThanOrEqual(100);
+  });
+
   it('does not run a call whose signal aborted while it waited', async () => {
     const limiter = new CallLimiter({ ratePerSecond: 2, jitterMs: 0 });
     const ran: number[] = [];

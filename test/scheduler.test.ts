@@ -333,6 +333,121 @@ describe('ReplicaBudget', () => {
     budget.fenceIfStale();
     expect(rates).toEqual([50, 0]);
   });
+
+  it("takes a gone replica's share one grace period after seeing it gone, without the settle wait", async () => {
+    let now = 0;
+    let live = [view('a', 3, 60_000), view('b', 3, 60_000), view('c', 3, 60_000)];
+    const rates: number[] = [];
+    const b = new ReplicaBudget({
+      replicaId: 'a',
+      limit: 200,
+      heartbeat: async () => live,
+      live: async () => live,
+      setRate: (r) => rates.push(r),
+      now: () => now,
+      sleep,
+      settleMs: 5_000,
+      dropGraceMs: 1_100,
+    });
+    await b.tick();
+    expect(b.rate).toBe(67);
+    // c is gone (its session ended): the survivors' rows still say 3, so the settle rule would hold
+    // a at 67 for settleMs after they all report 2.
+    live = [view('a', 3, 61_000), view('b', 3, 61_000)];
+    now = 1_000;
+    await b.watch();
+    expect(b.rate).toBe(67); // c's last calls may still be in the window
+    now = 2_050;
+    await b.watch();
+    expect(b.rate).toBe(67);
+    now = 2_100;
+    await b.watch();
+    expect(b.rate).toBe(100);
+    // A newcomer: lowered at once; no drop raise until everyone has settled on the new count.
+    live = [view('a', 2, 0), view('b', 2, 0), view('d', 3, 0)];
+    now = 3_000;
+    await b.tick();
+    expect(b.rate).toBe(67);
+    live = [view('a', 3, 0), view('b', 3, 0)]; // d died at once, before anyone settled
+    now = 3_200;
+    await b.watch();
+    now = 4_400;
+    await b.watch();
+    expect(b.rate).toBe(100); // d never called (it waits to settle): a may raise after the grace
+    expect(rates).toEqual([67, 100, 67, 100]);
+  });
+
+  it('does not raise on a drop while at 0 (a newcomer), and the drop raise is cancelled by a join', async () => {
+    let now = 0;
+    let live = [view('n', 1, 0), view('b', 2, 60_000), view('c', 2, 60_000)];
+    const b = new ReplicaBudget({
+      replicaId: 'n',
+      limit: 200,
+      heartbeat: async () => live,
+      live: async () => live,
+      setRate: () => {},
+      now: () => now,
+      sleep,
+      dropGraceMs: 1_100,
+    });
+    await b.tick();
+    expect(b.rate).toBe(0);
+    live = [view('n', 3, 500), view('b', 3, 500)];
+    now = 5_000;
+    await b.tick();
+    expect(b.rate).toBe(0); // a newcomer waits to settle whatever happens meanwhile
+    // A replica calling sees one gone, then one new within the grace: no raise.
+    let now2 = 0;
+    let live2 = [view('a', 3, 60_000), view('b', 3, 60_000), view('c', 3, 60_000)];
+    const a = new ReplicaBudget({
+      replicaId: 'a',
+      limit: 200,
+      heartbeat: async () => live2,
+      live: async () => live2,
+      setRate: () => {},
+      now: () => now2,
+      sleep,
+      dropGraceMs: 1_100,
+    });
+    await a.tick();
+    live2 = [view('a', 3, 60_000), view('b', 3, 60_000)];
+    now2 = 500;
+    await a.watch();
+    live2 = [view('a', 3, 60_000), view('b', 3, 60_000), view('e', 3, 0)];
+    now2 = 1_000;
+    await a.watch();
+    now2 = 3_000;
+    await a.watch();
+    expect(a.rate).toBe(67);
+  });
+
+  it('stops calling at once when its registry session is lost, and rejoins as a newcomer', async () => {
+    let now = 0;
+    let live = [view('a', 2, 60_000), view('b', 2, 60_000)];
+    const b = new ReplicaBudget({
+      replicaId: 'a',
+      limit: 200,
+      heartbeat: async () => live,
+      live: async () => live,
+      setRate: () => {},
+      now: () => now,
+      sleep,
+      settleMs: 5_000,
+    });
+    await b.tick();
+    expect(b.rate).toBe(100);
+    b.lost();
+    expect(b.rate).toBe(0);
+    // Registered again under a new key: its row's peers_since restarted.
+    live = [view('a', 2, 0), view('b', 2, 60_000)];
+    now = 1_000;
+    await b.tick();
+    expect(b.rate).toBe(0);
+    live = [view('a', 2, 5_000), view('b', 2, 65_000)];
+    now = 6_000;
+    await b.tick();
+    expect(b.rate).toBe(100);
+  });
 });
 
 describe('callTrouble: what an error that outlasted the retries means for every call', () => {

@@ -10,17 +10,17 @@ import { type Kysely, sql } from 'kysely';
 import { timCallsFrom } from '../app.js';
 import type { CallbackConfig, DaemonConfig, DbConfig, SyncConfig, TimConfig } from '../config.js';
 import { RESYNC_CHANNEL, requestResync } from '../db/accounts.js';
-import { claimDueAccounts, releaseLeases } from '../db/leases.js';
+import { claimDueAccounts, releaseDeadLeases, releaseLeases } from '../db/leases.js';
 import { migrationsAreCurrent } from '../db/migrate.js';
 import { listen } from '../db/notify.js';
-import { heartbeat, leaveReplicas } from '../db/replicas.js';
+import { ReplicaSession } from '../db/replicas.js';
 import type { Database } from '../db/schema.js';
 import { startAdminServer } from '../http/admin-server.js';
 import { type CallbackServer, startCallbackServer } from '../http/callback-server.js';
 import { type AccountsSummary, createCallbackMetrics, createMetrics } from '../metrics.js';
 import { createStatusReport } from '../status-report.js';
 import { type CallTrouble, callTrouble, describeError, syncAccount } from '../sync/account-sync.js';
-import { ReplicaBudget } from '../sync/budget.js';
+import { dropGraceMs, ReplicaBudget } from '../sync/budget.js';
 import { CallHistory } from '../sync/call-history.js';
 import { CallbackLatency } from '../sync/callback-latency.js';
 import { sleep } from '../sync/limiter.js';
@@ -40,6 +40,9 @@ export interface RunConfig {
   /** The webhook receiver; off when absent or without a token. */
   callback?: CallbackConfig;
 }
+
+/** How often a daemon frees the leases of gone replicas (at most; it does so while claiming). */
+const REAP_EVERY_MS = 1_000;
 
 /** Account counts by status and the age of the oldest due account, for metrics. */
 async function accountsSummary(db: Kysely<Database>): Promise<AccountsSummary> {
@@ -106,18 +109,26 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
   // Totals for the periodic summary line.
   const totals = { calls: 0, accounts: 0, changed: 0, failed: 0 };
 
+  // Registered (row + session lock) before the first claim, so no one takes our leases for a dead one's.
+  const session = new ReplicaSession(db, {
+    replicaId,
+    hostname: hostname(),
+    pid: process.pid,
+    ttlMs: 5_000,
+    onLost: (err) => {
+      log.warn(
+        { err: { message: err.message } },
+        'registry connection lost: no calls until registered again (others take over this share)',
+      );
+      budget.lost();
+    },
+  });
   const budget = new ReplicaBudget({
     replicaId,
     limit: cfg.tim.rateLimitPerSecond,
-    heartbeat: (peers, callsPerSecond) =>
-      heartbeat(db, {
-        replicaId,
-        hostname: hostname(),
-        pid: process.pid,
-        ttlMs: 5_000,
-        peers,
-        callsPerSecond,
-      }),
+    heartbeat: (peers, callsPerSecond) => session.heartbeat(peers, callsPerSecond),
+    live: () => session.live(),
+    dropGraceMs: dropGraceMs(cfg.tim.rateJitterMs),
     setRate: (rate) => limiter.setRate(rate),
     now: () => performance.now(),
     sleep,
@@ -145,11 +156,29 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
   const callbackMetrics = createCallbackMetrics(metrics, { pendingMarks: () => markQueue.pending });
   const callbackLatency = new CallbackLatency();
 
+  let predecessorReleased = false;
+  let lastReapAt = Number.NEGATIVE_INFINITY;
   const scheduler = new Scheduler({
     concurrency: cfg.sync.concurrency,
     idleMs: 1_000,
     sleep,
     claim: async (limit) => {
+      if (!session.registered) {
+        await Promise.race([session.whenRegistered(background.signal), sleep(1_000)]);
+        if (!session.registered) return [];
+      }
+      if (!predecessorReleased) {
+        // Leases under our id from before this process started belong to a dead predecessor (a
+        // restart with the same REPLICA_ID); the registry cannot tell them apart from ours.
+        const n = await releaseLeases(db, replicaId);
+        predecessorReleased = true;
+        if (n > 0) log.info({ released: n }, 'released leases a previous process under this replica id left');
+      }
+      if (performance.now() - lastReapAt >= REAP_EVERY_MS) {
+        lastReapAt = performance.now();
+        const freed = await releaseDeadLeases(db);
+        if (freed > 0) log.info({ freed }, 'freed leases of replicas that are gone');
+      }
       if (orphaned.size > 0) {
         // The database is reachable again (or this would throw): hand those accounts back first.
         // Only these: syncs cut off while this release runs add theirs for the next claim.
@@ -413,7 +442,7 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
     await markQueue.close();
     await budgetRun;
     const released = await releaseLeases(db, replicaId).catch(() => 0);
-    await leaveReplicas(db, replicaId).catch(() => {});
+    await session.close();
     await listener.close();
     await admin.close();
     await calls.close();

@@ -94,7 +94,7 @@ export async function readStatus(db: Kysely<Database>): Promise<MirrorStatus> {
   }
   const replicas = await sql<{ replica_id: string; calls_per_second: number; age: number }>`
     SELECT replica_id, calls_per_second, extract(epoch FROM now() - heartbeat_at)::float8 AS age
-    FROM tim.replicas WHERE expires_at > now() ORDER BY replica_id`.execute(db);
+    FROM tim.live_replicas ORDER BY replica_id`.execute(db);
   st.replicas = replicas.rows.map((r) => ({
     replicaId: r.replica_id,
     callsPerSecond: r.calls_per_second,

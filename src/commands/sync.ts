@@ -7,9 +7,9 @@ import { passDepsFrom, timCallsFrom } from '../app.js';
 import type { SyncConfig, TimConfig } from '../config.js';
 import { type AccountSelection, selectAccounts, unknownAccountIds } from '../db/accounts.js';
 import { claimAccount } from '../db/leases.js';
-import { heartbeat, leaveReplicas } from '../db/replicas.js';
+import { ReplicaSession } from '../db/replicas.js';
 import type { Database } from '../db/schema.js';
-import { ReplicaBudget } from '../sync/budget.js';
+import { dropGraceMs, ReplicaBudget } from '../sync/budget.js';
 import { sleep } from '../sync/limiter.js';
 import { createOutcomeReporter, type OutcomeReporterOptions } from '../sync/outcome-report.js';
 import { type PassDeps, type PassProgress, type PassSummary, runPass } from '../sync/pass.js';
@@ -23,7 +23,8 @@ export function formatSummary(s: PassSummary): string {
   return (
     `synced ${s.done}/${s.total} account(s) in ${secs.toFixed(1)}s: ${s.changed} changed, ${s.unchanged} unchanged, ` +
     `${s.missing} missing, ${s.failed} failed${s.skipped ? `, ${s.skipped} not started` : ''}` +
-    `${s.busy ? `, ${s.busy} skipped (being synced by a daemon)` : ''}; ` +
+    `${s.busy ? `, ${s.busy} NOT synced (still held by a running replica)` : ''}` +
+    `${s.waited ? `, ${s.waited} of them after waiting for a running replica to finish` : ''}; ` +
     `${s.calls} calls (${(s.calls / Math.max(secs, 0.001)).toFixed(1)}/s), ` +
     `${s.friendsWritten} friend rows and ${s.tagsWritten} tag rows written`
   );
@@ -83,10 +84,37 @@ export function progressLogger(
   };
 }
 
-/** Exit code of a finished pass: 2 when Tencent said the configuration is wrong, 1 on any failure. */
+/**
+ * Exit code of a finished pass: 2 when Tencent said the configuration is wrong, 1 on any failure
+ * or any account not synced (0 means every selected account was synced by this command).
+ */
 export function exitCodeOf(s: PassSummary): number {
   if (s.stoppedBy instanceof TimError && s.stoppedBy.retryClass === 'fatal-config') return EXIT.usage;
-  return s.failed > 0 || s.missing > 0 || s.stoppedBy ? EXIT.failed : EXIT.ok;
+  return s.failed > 0 || s.missing > 0 || s.busy > 0 || s.stoppedBy ? EXIT.failed : EXIT.ok;
+}
+
+/** Past SYNC_LEASE, how much longer `sync` waits for an account a running replica holds. */
+const BUSY_WAIT_MARGIN_MS = 2_000;
+/** How long a pass waits to be registered before it claims anyway (a heartbeat keeps trying). */
+const REGISTER_WAIT_MS = 10_000;
+/** Accounts named in the message about accounts not synced; the rest are counted. */
+const BUSY_LISTED = 20;
+
+/** Which accounts were left to a running replica, held by whom, and what to do. */
+async function describeBusy(db: Kysely<Database>, ids: readonly string[], waitedMs: number): Promise<string> {
+  const rows = await db
+    .selectFrom('tim.accounts')
+    .select(['account_id', 'lease_owner'])
+    .where('account_id', 'in', ids.slice(0, BUSY_LISTED))
+    .orderBy('account_id')
+    .execute()
+    .catch(() => []);
+  const listed = rows.map((r) => `${r.account_id} (${r.lease_owner ?? 'released just now'})`).join(', ');
+  const more = ids.length > BUSY_LISTED ? ` and ${ids.length - BUSY_LISTED} more` : '';
+  return (
+    `${ids.length} account(s) not synced: still leased by a running replica after waiting ${(waitedMs / 1000).toFixed(0)}s ` +
+    `(SYNC_LEASE plus a margin; a sync that long is stuck): ${listed}${more}. Check that replica's log, or run sync again`
+  );
 }
 
 /** `sync [--all] [<id...>]`. */
@@ -110,18 +138,26 @@ export async function syncCommand(
   const calls = timCallsFrom(cfg.tim, cfg.sync, ctx.log, { ratePerSecond: 0 });
   const owner = `sync-${hostname()}-${process.pid}`;
   const deps = passDepsFrom(db, calls, cfg.sync, ctx.log);
+  // Registered like a daemon, so if this process dies its leases are free at once (db/leases.ts).
+  const session = new ReplicaSession(db, {
+    replicaId: owner,
+    hostname: hostname(),
+    pid: process.pid,
+    ttlMs: 5_000,
+    onLost: (err) => {
+      ctx.log.warn(
+        { err: { message: err.message } },
+        'registry connection lost: no calls until registered again',
+      );
+      budget.lost();
+    },
+  });
   const budget = new ReplicaBudget({
     replicaId: owner,
     limit: cfg.tim.rateLimitPerSecond,
-    heartbeat: (peers, callsPerSecond) =>
-      heartbeat(db, {
-        replicaId: owner,
-        hostname: hostname(),
-        pid: process.pid,
-        ttlMs: 5_000,
-        peers,
-        callsPerSecond,
-      }),
+    heartbeat: (peers, callsPerSecond) => session.heartbeat(peers, callsPerSecond),
+    live: () => session.live(),
+    dropGraceMs: dropGraceMs(cfg.tim.rateJitterMs),
     setRate: (rate) => deps.limiter.setRate(rate),
     now: () => performance.now(),
     sleep,
@@ -132,10 +168,19 @@ export async function syncCommand(
   const stopBudget = new AbortController();
   const budgetRun = budget.run(stopBudget.signal);
   try {
+    // Our leases must never look like a dead replica's to a daemon freeing those.
+    const stopWaiting = new AbortController();
+    await Promise.race([
+      session.whenRegistered(AbortSignal.any([ctx.signal, stopWaiting.signal])),
+      sleep(REGISTER_WAIT_MS, ctx.signal).catch(() => {}),
+    ]);
+    stopWaiting.abort();
     const summary = await runPass(
       {
         ...deps,
         signal: ctx.signal,
+        // A live replica's lease ends within SYNC_LEASE of its claim, which came before we saw it.
+        busyWaitMs: cfg.sync.leaseMs + BUSY_WAIT_MARGIN_MS,
         onAccount: progressLogger(ctx, 5_000, { discoverMaxAccounts: cfg.sync.discoverMaxAccounts }),
         claim: (id) =>
           claimAccount(db, id, {
@@ -149,12 +194,14 @@ export async function syncCommand(
     ctx.progress?.done();
     ctx.out(formatSummary(summary));
     if (summary.stoppedBy) ctx.out(`stopped early: ${summary.stoppedBy.message}`);
+    if (summary.busy > 0)
+      ctx.out(await describeBusy(db, summary.busyIds, cfg.sync.leaseMs + BUSY_WAIT_MARGIN_MS));
     return exitCodeOf(summary);
   } finally {
     ctx.progress?.done();
     stopBudget.abort();
     await budgetRun;
-    await leaveReplicas(db, owner).catch(() => {});
+    await session.close();
     await calls.close();
   }
 }

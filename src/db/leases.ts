@@ -4,8 +4,13 @@
  * Claiming sets `lease_owner` and pushes `next_sync_at` to the lease's end, in one statement with
  * `FOR UPDATE SKIP LOCKED`, so two replicas claiming at the same moment get disjoint accounts and
  * neither waits for the other. Finishing an attempt (see `afterSync` in accounts.ts) releases the
- * lease. A replica that dies simply never finishes: its accounts come due again when the lease
- * ends, and any replica picks them up.
+ * lease.
+ *
+ * A lease belongs to a LIVE replica (db/replicas.ts: registry row unexpired and registry session
+ * alive). A replica that dies never finishes its attempts; its leases are free as soon as the
+ * registry shows it gone ({@link releaseDeadLeases}, and {@link claimAccount} takes them directly),
+ * which is milliseconds after a crash and the registry's ttl after a host vanishes. The lease's own
+ * end (`SYNC_LEASE`) remains the backstop for a live owner that is stuck.
  */
 import { type Kysely, sql } from 'kysely';
 import type { AccountSyncState } from './accounts.js';
@@ -134,7 +139,7 @@ export async function claimDueAccounts(
  * Claims one account for a one-shot pass, just before syncing it, so a pass over a million accounts
  * never holds leases it will not get to for hours.
  *
- * @returns its fresh state; `busy` when another process holds a live lease; `gone` when removed
+ * @returns its fresh state; `busy` when a live replica holds an unexpired lease; `gone` when removed
  */
 export async function claimAccount(
   db: Kysely<Database>,
@@ -147,7 +152,9 @@ export async function claimAccount(
     SET lease_owner = ${opts.owner}, leased_at = now(),
         lease_expires_at = now() + ${opts.leaseMs}::float8 * interval '1 millisecond',
         ${reconcile.set}
-    WHERE a.account_id = ${accountId} AND (a.lease_expires_at IS NULL OR a.lease_expires_at <= now())
+    WHERE a.account_id = ${accountId}
+      AND (a.lease_expires_at IS NULL OR a.lease_expires_at <= now()
+           OR NOT EXISTS (SELECT 1 FROM tim.live_replicas l WHERE l.replica_id = a.lease_owner))
     RETURNING a.account_id, a.standard_sequence, a.custom_sequence, a.status,
               a.last_synced_at IS NULL AS never_synced, ${reconcile.flag} AS reconcile`.execute(db);
   const row = res.rows[0];
@@ -185,4 +192,23 @@ export async function releaseLeases(
     )
     .executeTakeFirst();
   return Number(res.numUpdatedRows);
+}
+
+/**
+ * Frees the leases of replicas that are gone (see db/replicas.ts): those accounts are due at once
+ * and first in their priority (they were at the head of the queue when claimed), so any replica
+ * claims them now instead of when the leases would run out. Only leased rows are
+ * read (a partial index holds just those). A replica registers before its first claim, so its own
+ * fresh leases are never taken for a dead one's.
+ *
+ * @returns how many leases were freed
+ */
+export async function releaseDeadLeases(db: Kysely<Database>): Promise<number> {
+  const res = await sql`
+    UPDATE tim.accounts a
+    SET lease_owner = NULL, leased_at = NULL, lease_expires_at = NULL, next_sync_at = '-infinity',
+        reconcile_next_at = NULL
+    WHERE a.lease_owner IS NOT NULL
+      AND NOT EXISTS (SELECT 1 FROM tim.live_replicas l WHERE l.replica_id = a.lease_owner)`.execute(db);
+  return Number(res.numAffectedRows ?? 0);
 }

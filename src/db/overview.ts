@@ -109,7 +109,7 @@ export async function readOverview(db: Kysely<Database>, opts: { intervalMs: num
     }>`
       SELECT replica_id, hostname, calls_per_second, peers,
              extract(epoch FROM now() - heartbeat_at)::float8 AS age
-      FROM tim.replicas WHERE expires_at > now() ORDER BY replica_id`.execute(db),
+      FROM tim.live_replicas ORDER BY replica_id`.execute(db),
     db
       .selectFrom('tim.accounts')
       .select(['account_id', 'status', 'last_error', 'last_attempt_at'])

@@ -56,6 +56,11 @@ export interface ReplicasTable {
   peers: Generated<number>;
   peers_since: DefaultedTimestamp;
   calls_per_second: Generated<number>;
+  /**
+   * The session-level advisory lock this replica holds while its session lives (a bigint, read as
+   * text so no digit is lost); null for a replica of an older version.
+   */
+  lock_key: string | null;
 }
 
 export interface FriendsTable {

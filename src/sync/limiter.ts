@@ -6,6 +6,11 @@
  * together than `minTime`, so a sliding-window guard runs right before each call as well: it keeps
  * the start times of the last `limit` calls and waits until the oldest is old enough.
  *
+ * Bottleneck fixes each queued job's start time when the job is queued. So that a raise (a replica
+ * taking over a gone one's share, a slow-down ending) applies to calls already waiting, a raise
+ * lets every call still waiting for its bottleneck slot go on to the window guard, which spaces
+ * them at the new rate, and starts a new bottleneck at the new pace for the calls that follow.
+ *
  * Tencent counts calls when they ARRIVE, and the network delays each call differently. The guard
  * therefore allows `limit` calls per (1 s + `jitterMs`), not per second: if L+1 calls arrived within
  * one second, each delayed by between 0 and `jitterMs`, they would have started within 1 s + jitterMs,
@@ -51,9 +56,18 @@ export interface CallLimiterOptions {
   onChange?: () => void;
 }
 
+/** The window the limiter counts calls in: one second plus the jitter allowance. */
+export function limiterWindowMs(jitterMs = 20): number {
+  return 1000 + jitterMs;
+}
+
 /** Paces calls under a calls-per-second budget. */
 export class CallLimiter implements Limiter {
-  readonly #bottleneck: Bottleneck;
+  #bottleneck: Bottleneck;
+  /** Calls waiting for their bottleneck slot, each with a way to skip the rest of that wait. */
+  readonly #waitingForSlot = new Set<() => void>();
+  /** The effective rate last applied, to tell a raise. */
+  #applied: number;
   readonly #window: SlidingWindow;
   readonly #windowMs: number;
   /** The rate we are allowed (this replica's share of the budget). */
@@ -70,10 +84,11 @@ export class CallLimiter implements Limiter {
   constructor(opts: CallLimiterOptions) {
     this.#now = opts.now ?? (() => performance.now());
     this.#onChange = opts.onChange;
-    this.#windowMs = 1000 + (opts.jitterMs ?? 20);
+    this.#windowMs = limiterWindowMs(opts.jitterMs);
     this.#rate = Math.max(0, Math.floor(opts.ratePerSecond));
     this.#bottleneck = new Bottleneck({ minTime: this.#minTime(this.#rate), maxConcurrent: null });
     this.#window = new SlidingWindow(this.#rate, this.#windowMs, this.#now);
+    this.#applied = this.#rate;
   }
 
   /**
@@ -98,7 +113,17 @@ export class CallLimiter implements Limiter {
 
   #apply(): void {
     const rate = this.#effective();
-    this.#bottleneck.updateSettings({ minTime: this.#minTime(rate) });
+    if (rate > this.#applied && this.#waitingForSlot.size > 0) {
+      // Their slots were fixed at the old pace: let them go to the window guard now, and pace the
+      // calls that follow with a bottleneck that has no slots taken at the old pace.
+      const old = this.#bottleneck;
+      this.#bottleneck = new Bottleneck({ minTime: this.#minTime(rate), maxConcurrent: null });
+      for (const go of [...this.#waitingForSlot]) go();
+      void old.stop({ dropWaitingJobs: true }).catch(() => {});
+    } else {
+      this.#bottleneck.updateSettings({ minTime: this.#minTime(rate) });
+    }
+    this.#applied = rate;
     this.#window.setLimit(rate);
     this.#onChange?.();
   }
@@ -155,7 +180,16 @@ export class CallLimiter implements Limiter {
 
   /** Runs `fn` when the budget allows. Rejects without running it if `signal` aborts first. */
   schedule<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-    return this.#bottleneck.schedule(async () => {
+    const slot = new Promise<void>((resolve) => {
+      const go = () => {
+        if (!this.#waitingForSlot.delete(go)) return;
+        resolve();
+      };
+      this.#waitingForSlot.add(go);
+      // Dropped (a raise replaced this bottleneck, or stop()): go on; the window decides.
+      this.#bottleneck.schedule(async () => go()).catch(go);
+    });
+    return slot.then(async () => {
       signal?.throwIfAborted();
       await this.#window.acquire(signal);
       return fn();
@@ -166,8 +200,8 @@ export class CallLimiter implements Limiter {
   queued(): number {
     // Not bottleneck.queued(): with no concurrency cap, bottleneck moves every job to RUNNING at
     // once, each on a timer for its slot, so its queue is nearly always empty while calls wait.
-    const c = this.#bottleneck.counts();
-    return (c.RECEIVED ?? 0) + (c.QUEUED ?? 0) + (c.RUNNING ?? 0) + this.#window.waiting;
+    // Every call is either waiting for its slot or for the window.
+    return this.#waitingForSlot.size + this.#window.waiting;
   }
 
   /** Drops queued calls and stops pacing. */

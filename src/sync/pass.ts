@@ -11,7 +11,7 @@ import { TimError } from '../tim/errors.js';
 import type { FriendGetPage, FriendGetRequest } from '../tim/friend-get.js';
 import type { FriendGetCall } from '../tim/friend-pull.js';
 import { type AccountSyncOutcome, type DiscoverOptions, mustStopPass, syncAccount } from './account-sync.js';
-import type { Limiter } from './limiter.js';
+import { type Limiter, sleep } from './limiter.js';
 import { type RetryOptions, withRetries } from './retry.js';
 
 /** Anything that can make one friend_get call (the TimClient, in production). */
@@ -36,9 +36,16 @@ export interface PassDeps {
   signal?: AbortSignal;
   /**
    * Claims an account just before it is synced (a lease, so a running daemon does not sync it at
-   * the same moment) and returns its fresh state; `busy` skips it. Without it, states are used as given.
+   * the same moment) and returns its fresh state. Without it, states are used as given. A `busy`
+   * account (a live replica is syncing it) is tried again every `busyPollMs` once the others are
+   * done, and synced by this pass as soon as the lease is free, for up to `busyWaitMs` after it was
+   * first found busy; one still busy then is reported in `busyIds`, never counted as synced.
    */
   claim?: (accountId: string) => Promise<AccountSyncState | 'busy' | 'gone'>;
+  /** How long to wait for an account a live replica holds (SYNC_LEASE and a little more). Default 0. */
+  busyWaitMs?: number;
+  /** How often a busy account is tried again. Default 500 ms. */
+  busyPollMs?: number;
   /** Told about every finished account (progress, logging). */
   onAccount?: (outcome: AccountSyncOutcome, progress: PassProgress) => void;
 }
@@ -56,8 +63,10 @@ export interface PassProgress {
   friendsWritten: number;
   tagsWritten: number;
   elapsedMs: number;
-  /** Accounts skipped because another process was syncing them. */
+  /** Accounts still held by another live replica when the pass gave up waiting for them. */
   busy: number;
+  /** Accounts synced after waiting for another replica to let go of them. */
+  waited: number;
 }
 
 /** The result of a pass. */
@@ -66,6 +75,8 @@ export interface PassSummary extends PassProgress {
   stoppedBy?: Error;
   /** Accounts never started because the pass stopped early. */
   skipped: number;
+  /** The accounts counted in `busy`. */
+  busyIds: string[];
 }
 
 /** Tencent's 70050 (too many failed UserSig checks) asks for at least 60 s without calls. */
@@ -122,6 +133,7 @@ export async function runPass(deps: PassDeps, accounts: readonly AccountSyncStat
     tagsWritten: 0,
     elapsedMs: 0,
     busy: 0,
+    waited: 0,
   };
   let stoppedBy: Error | undefined;
   let skipped = 0;
@@ -131,64 +143,94 @@ export async function runPass(deps: PassDeps, accounts: readonly AccountSyncStat
   });
 
   const limit = pLimit(deps.concurrency);
-  await Promise.all(
-    accounts.map((state) =>
-      limit(async () => {
-        if (signal.aborted) {
+  /** Accounts a live replica held when last tried, with when they were first found so. */
+  const busy = new Map<string, { state: AccountSyncState; since: number }>();
+  const attempt = (state: AccountSyncState) =>
+    limit(async () => {
+      if (signal.aborted) {
+        busy.delete(state.accountId);
+        skipped++;
+        return;
+      }
+      const waiting = busy.get(state.accountId);
+      busy.delete(state.accountId);
+      try {
+        const claimed = deps.claim ? await deps.claim(state.accountId) : state;
+        if (claimed === 'busy') {
+          busy.set(state.accountId, waiting ?? { state, since: performance.now() });
+          return;
+        }
+        if (claimed === 'gone') {
+          progress.total--;
+          return;
+        }
+        if (waiting) progress.waited++;
+        const outcome = await syncAccount(
+          {
+            db: deps.db,
+            call,
+            nextSync: deps.nextSync,
+            maxPages: deps.maxPages,
+            ...(deps.missingRecheckMs !== undefined ? { missingRecheckMs: deps.missingRecheckMs } : {}),
+            ...(deps.discover ? { discover: deps.discover } : {}),
+          },
+          claimed,
+        );
+        progress.done++;
+        progress[outcome.result]++;
+        progress.friendsWritten += outcome.friendsWritten;
+        progress.tagsWritten += outcome.tagsWritten;
+        progress.elapsedMs = performance.now() - started;
+        deps.onAccount?.(outcome, progress);
+      } catch (err) {
+        if (mustStopPass(err) || signal.aborted) {
+          // The first such error is the reason; the rest are its echoes in other accounts.
+          stoppedBy ??= err instanceof Error ? err : new Error(String(err));
+          stop.abort(stoppedBy);
           skipped++;
           return;
         }
-        try {
-          const claimed = deps.claim ? await deps.claim(state.accountId) : state;
-          if (claimed === 'busy' || claimed === 'gone') {
-            if (claimed === 'busy') progress.busy++;
-            progress.total--;
-            return;
-          }
-          const outcome = await syncAccount(
-            {
-              db: deps.db,
-              call,
-              nextSync: deps.nextSync,
-              maxPages: deps.maxPages,
-              ...(deps.missingRecheckMs !== undefined ? { missingRecheckMs: deps.missingRecheckMs } : {}),
-              ...(deps.discover ? { discover: deps.discover } : {}),
-            },
-            claimed,
-          );
-          progress.done++;
-          progress[outcome.result]++;
-          progress.friendsWritten += outcome.friendsWritten;
-          progress.tagsWritten += outcome.tagsWritten;
-          progress.elapsedMs = performance.now() - started;
-          deps.onAccount?.(outcome, progress);
-        } catch (err) {
-          if (mustStopPass(err) || signal.aborted) {
-            // The first such error is the reason; the rest are its echoes in other accounts.
-            stoppedBy ??= err instanceof Error ? err : new Error(String(err));
-            stop.abort(stoppedBy);
-            skipped++;
-            return;
-          }
-          // Not even the failure could be recorded (e.g. the database is down): count it and go on.
-          progress.done++;
-          progress.failed++;
-          deps.onAccount?.(
-            {
-              accountId: state.accountId,
-              result: 'failed',
-              calls: 0,
-              friendsWritten: 0,
-              tagsWritten: 0,
-              durationMs: 0,
-              error: err instanceof Error ? err : new Error(String(err)),
-            },
-            progress,
-          );
-        }
-      }),
-    ),
-  );
+        // Not even the failure could be recorded (e.g. the database is down): count it and go on.
+        progress.done++;
+        progress.failed++;
+        deps.onAccount?.(
+          {
+            accountId: state.accountId,
+            result: 'failed',
+            calls: 0,
+            friendsWritten: 0,
+            tagsWritten: 0,
+            durationMs: 0,
+            error: err instanceof Error ? err : new Error(String(err)),
+          },
+          progress,
+        );
+      }
+    });
+  await Promise.all(accounts.map(attempt));
+
+  // Accounts a live replica was syncing: wait until it lets go (a sync that started before this
+  // command did is not one this command may report as done), then sync them here.
+  const waitMs = deps.busyWaitMs ?? 0;
+  const pollMs = deps.busyPollMs ?? 500;
+  const expired = (b: { since: number }) => performance.now() - b.since >= waitMs;
+  // Each is tried at least once more after the others (a long pass may outlast its wait).
+  let retried = new Set<string>();
+  const due = () => [...busy.values()].filter((b) => !retried.has(b.state.accountId) || !expired(b));
+  while (busy.size > 0 && !signal.aborted && due().length > 0) {
+    await sleep(pollMs, signal).catch(() => {});
+    if (signal.aborted) break;
+    const now = due();
+    retried = new Set([...retried, ...now.map((b) => b.state.accountId)]);
+    await Promise.all(now.map((b) => attempt(b.state)));
+  }
+  if (signal.aborted) {
+    // Stopped while waiting: those accounts were never started.
+    skipped += busy.size;
+    busy.clear();
+    stoppedBy ??= signal.reason instanceof Error ? signal.reason : new Error('stopped');
+  }
+  progress.busy = busy.size;
   progress.elapsedMs = performance.now() - started;
-  return { ...progress, skipped, ...(stoppedBy ? { stoppedBy } : {}) };
+  return { ...progress, skipped, busyIds: [...busy.keys()], ...(stoppedBy ? { stoppedBy } : {}) };
 }
