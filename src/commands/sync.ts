@@ -1,12 +1,13 @@
 /**
  * `friend-mirror sync` (one pass) and `friend-mirror run` (passes until stopped).
  */
+import { randomBytes } from 'node:crypto';
 import { hostname } from 'node:os';
 import type { Kysely } from 'kysely';
 import { passDepsFrom, timCallsFrom } from '../app.js';
 import type { SyncConfig, TimConfig } from '../config.js';
 import { type AccountSelection, selectAccounts, unknownAccountIds } from '../db/accounts.js';
-import { claimAccount } from '../db/leases.js';
+import { claimAccount, releaseLeases } from '../db/leases.js';
 import { ReplicaSession } from '../db/replicas.js';
 import type { Database } from '../db/schema.js';
 import { dropGraceMs, ReplicaBudget } from '../sync/budget.js';
@@ -136,7 +137,9 @@ export async function syncCommand(
   // A one-shot pass takes its share of the budget like a daemon replica, so running `sync` next to
   // daemons never pushes the app over TIM_RATE_LIMIT: it starts at 0 until the budget says more.
   const calls = timCallsFrom(cfg.tim, cfg.sync, ctx.log, { ratePerSecond: 0 });
-  const owner = `sync-${hostname()}-${process.pid}`;
+  // Unique per run: a second `sync` in the same process (tests, or a pid reused) must not take the
+  // first one's leases for its own.
+  const owner = `sync-${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
   const deps = passDepsFrom(db, calls, cfg.sync, ctx.log);
   // Registered like a daemon, so if this process dies its leases are free at once (db/leases.ts).
   const session = new ReplicaSession(db, {
@@ -201,6 +204,8 @@ export async function syncCommand(
     ctx.progress?.done();
     stopBudget.abort();
     await budgetRun;
+    // Accounts claimed but never recorded (a pass stopped early) are due again at once.
+    await releaseLeases(db, owner).catch(() => {});
     await session.close();
     await calls.close();
   }

@@ -110,7 +110,9 @@ export async function selectAccounts(
     if (sel.ids.length === 0) return [];
     q = q.where('account_id', '=', sql<string>`ANY(${[...sel.ids]}::text[])`);
   } else {
-    const now = (sel.kind === 'due' ? sel.now : undefined) ?? new Date();
+    // The database's clock by default: it set next_sync_at (now() at release or claim), and this
+    // process's clock, truncated to milliseconds, can read an account released a moment ago as not due.
+    const now = (sel.kind === 'due' ? sel.now : undefined) ?? sql<Date>`now()`;
     q = q.where('status', '<>', 'disabled');
     q =
       sel.kind === 'due'
