@@ -96,7 +96,7 @@ describe('progress of sync and accounts import', () => {
     expect(r.code, r.output).toBe(0);
     const draws = [
       ...shown(r.output).matchAll(
-        /<CLEAR>sync (\d+)\/(\d+) accounts · [\d.]+ calls\/s · [\d,]+ rows written · ETA \S+/g,
+        /<CLEAR>sync (\d+)\/(\d+) accounts · [\d.]+ calls\/s · [\d,]+ rows written · ETA [\dhms?]+/g,
       ),
     ];
     expect(draws.length).toBeGreaterThanOrEqual(3);
@@ -125,7 +125,7 @@ describe('progress of sync and accounts import', () => {
     const r = await runCli(cli, ['accounts', 'import', file], env, true);
     expect(r.code, r.output).toBe(0);
     const draws = [
-      ...shown(r.output).matchAll(/<CLEAR>import ([\d,]+) lines · (\d+)% · [\d,]+ lines\/s · ETA \S+/g),
+      ...shown(r.output).matchAll(/<CLEAR>import ([\d,]+) lines · (\d+)% · [\d,]+ lines\/s · ETA [\dhms?]+/g),
     ];
     expect(draws.length).toBeGreaterThanOrEqual(1);
     const shares = draws.map((m) => Number(m[2]));
