@@ -42,14 +42,16 @@ describe('CallLimiter', () => {
     const caller = async () => {
       while (!stop) await limiter.schedule(async () => void starts.push(performance.now()));
     };
-    const callers = Array.from({ length: 64 }, caller);
+    // Settled from the start: stop() rejects the calls still waiting, and a caller that rejects
+    // before anything handles it is an unhandled rejection.
+    const callers = Promise.allSettled(Array.from({ length: 64 }, caller));
     await new Promise((r) => setTimeout(r, 1_500));
     const raisedAt = performance.now();
     limiter.setRate(100);
     await new Promise((r) => setTimeout(r, 1_000));
     stop = true;
     await limiter.stop();
-    await Promise.allSettled(callers);
+    await callers;
     const inFirstSecond = starts.filter((t) => t >= raisedAt && t < raisedAt + 1_000).length;
     // At the new pace (100 per 1.02 s) from the moment of the raise, not after the old queue drained.
     expect(inFirstSecond).toBeGreaterThanOrEqual(90);
