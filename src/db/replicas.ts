@@ -67,11 +67,6 @@ export async function liveReplicas(db: Kysely<Database>): Promise<ReplicaView[]>
   return res.rows.map((r) => ({ replicaId: r.replica_id, peers: r.peers, settledMs: r.settled_ms }));
 }
 
-/** Removes this replica's row on a clean shutdown, so the others take over its share sooner. */
-export async function leaveReplicas(db: Kysely<Database>, replicaId: string): Promise<void> {
-  await db.deleteFrom('tim.replicas').where('replica_id', '=', replicaId).execute();
-}
-
 /** Options of {@link ReplicaSession}. */
 export interface ReplicaSessionOptions {
   replicaId: string;
