@@ -11,15 +11,7 @@
  * these choices.
  */
 import { type Kysely, sql, type Transaction } from 'kysely';
-import {
-  addedEvents,
-  baselineEvent,
-  friendChanges,
-  friendJson,
-  recordBaseline,
-  recordEvents,
-  tagEvents,
-} from './history.js';
+import { friendChanges, friendJson, recordBaseline, recordEvents, tagEvents } from './history.js';
 import type { Database } from './schema.js';
 import {
   type AccountSnapshot,
@@ -91,32 +83,28 @@ export async function applyInTransaction(
     // keeps last_synced_at, so it is not a first sync): one baseline row, not a row per friend.
     const baseline = current.first_sync;
     if (snap.custom && !snap.standard) await assertFriendsKnown(trx, snap.accountId, snap.custom.tags);
-    if (!hasFriends && !hasTags) {
-      Object.assign(result, await insertAll(trx, snap, baseline));
-    } else {
-      // Each statement hands back its changes per friend (a json text, passed on untouched); one
-      // statement then appends them, merged per friend, so a friend whose remark and custom tag both
-      // changed is one event.
-      const changes: string[] = [];
-      if (snap.standard) {
-        const f = await replaceFriends(trx, snap.accountId, snap.standard.friends, hasFriends);
-        result.friendsUpserted = f.friendsUpserted;
-        result.friendsDeleted = f.friendsDeleted;
-        if (f.events) changes.push(f.events);
-        const t = await replaceTags(trx, snap.accountId, 'standard', snap.standard.tags, hasTags);
-        result.tagsUpserted += t.upserted;
-        result.tagsDeleted += t.deleted;
-        if (t.events) changes.push(t.events);
-      }
-      if (snap.custom) {
-        const t = await replaceTags(trx, snap.accountId, 'custom', snap.custom.tags, hasTags);
-        result.tagsUpserted += t.upserted;
-        result.tagsDeleted += t.deleted;
-        if (t.events) changes.push(t.events);
-      }
-      if (baseline) result.events = await recordBaseline(trx, snap, result.friendCount);
-      else if (changes.length > 0) result.events = await recordEvents(trx, snap, changes);
+    // Each statement hands back its changes per friend (a json text, passed on untouched); one
+    // statement then appends them, merged per friend, so a friend whose remark and custom tag both
+    // changed is one event.
+    const changes: string[] = [];
+    if (snap.standard) {
+      const f = await replaceFriends(trx, snap.accountId, snap.standard.friends, hasFriends);
+      result.friendsUpserted = f.friendsUpserted;
+      result.friendsDeleted = f.friendsDeleted;
+      if (f.events) changes.push(f.events);
+      const t = await replaceTags(trx, snap.accountId, 'standard', snap.standard.tags, hasTags);
+      result.tagsUpserted += t.upserted;
+      result.tagsDeleted += t.deleted;
+      if (t.events) changes.push(t.events);
     }
+    if (snap.custom) {
+      const t = await replaceTags(trx, snap.accountId, 'custom', snap.custom.tags, hasTags);
+      result.tagsUpserted += t.upserted;
+      result.tagsDeleted += t.deleted;
+      if (t.events) changes.push(t.events);
+    }
+    if (baseline) result.events = await recordBaseline(trx, snap, result.friendCount);
+    else if (changes.length > 0) result.events = await recordEvents(trx, snap, changes);
 
     const changed =
       result.friendsUpserted + result.friendsDeleted + result.tagsUpserted + result.tagsDeleted > 0;
@@ -153,54 +141,6 @@ function tagRows(tags: readonly TagRow[]) {
 
 function counts(rows: { a?: string | number; b?: string | number }[]): [number, number] {
   return [Number(rows[0]?.a ?? 0), Number(rows[0]?.b ?? 0)];
-}
-
-/**
- * CTEs `fr` and `tg` (the snapshot's friend and tag rows) and `f` and `t` (their INSERTs, each
- * `RETURNING 1`), for {@link insertAll}'s statement. Postgres inlines `fr` and `tg` when they are
- * read once and materialises them when the statement reads them again (the history's `added` rows).
- */
-function insertRows(snap: AccountSnapshot) {
-  return sql`fr AS (${friendRows(snap.standard?.friends ?? [])}),
-    tg AS (
-      SELECT r.*, 'standard' AS category FROM (${tagRows(snap.standard?.tags ?? [])}) AS r
-      UNION ALL
-      SELECT r.*, 'custom' FROM (${tagRows(snap.custom?.tags ?? [])}) AS r
-    ), f AS (
-      INSERT INTO tim.friends (account_id, friend_id, remark, groups, add_source, add_wording, add_time)
-      SELECT ${snap.accountId}, r.* FROM fr AS r
-      RETURNING 1
-    ), t AS (
-      INSERT INTO tim.friend_tags (account_id, friend_id, tag, value, category)
-      SELECT ${snap.accountId}, r.friend_id, r.tag, r.value, r.category FROM tg AS r
-      RETURNING 1
-    )`;
-}
-
-/**
- * The account holds no rows yet (a first sync): there is nothing to skip, update or delete, so
- * every row of the snapshot is inserted, friends and tags in ONE statement. No foreign key checks
- * each row (migration 2026-11-25T05-00-00 says why): the tags belong to friends of the same snapshot.
- *
- * The history gets one row in the same statement: the baseline on a first sync, which keeps a first
- * sync as cheap as before. An account that was synced before and has no rows now (it had no
- * friends) gets an `added` row per friend instead, with all its fields and tags.
- */
-async function insertAll(
-  trx: Transaction<Database>,
-  snap: AccountSnapshot,
-  baseline: boolean,
-): Promise<Pick<ApplyResult, 'friendsUpserted' | 'tagsUpserted' | 'events'>> {
-  const friends = snap.standard?.friends ?? [];
-  const events = baseline ? baselineEvent(snap, friends.length) : addedEvents(snap);
-  const res = await sql<{ a: string; b: string; e: string }>`
-    WITH ${insertRows(snap)},
-    e AS (${events} RETURNING 1)
-    SELECT (SELECT count(*) FROM f) AS a, (SELECT count(*) FROM t) AS b, (SELECT count(*) FROM e) AS e`.execute(
-    trx,
-  );
-  const [friendsUpserted, tagsUpserted] = counts(res.rows);
-  return { friendsUpserted, tagsUpserted, events: Number(res.rows[0]?.e ?? 0) };
 }
 
 /**

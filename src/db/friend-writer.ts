@@ -1,13 +1,14 @@
 /**
  * The one way the sync writes an account's pull: a {@link FriendWriter}, made by the caller for its
  * database handle, bounds how many applies run at once and sends each to the path that fits it
- * (src/db/first-sync.ts or src/db/apply.ts). Its state (the apply slots, the first syncs waiting)
- * lives in the instance, so two writers never share it.
+ * (src/db/first-sync.ts or src/db/apply.ts). Its state (the apply slots) lives in the instance, so
+ * two writers never share it.
  */
 import type { Kysely } from 'kysely';
 import pLimit, { type LimitFunction } from 'p-limit';
+import type pg from 'pg';
 import { applyInTransaction } from './apply.js';
-import { FirstSyncBatches, isFirstSync } from './first-sync.js';
+import { firstSyncByCopy, isFirstSync } from './first-sync.js';
 import { pgPoolOf } from './pool.js';
 import type { Database } from './schema.js';
 import type { AccountSnapshot, ApplyResult, NextSync } from './snapshot-types.js';
@@ -37,21 +38,20 @@ export interface FriendWriterOptions {
  * const result = await writer.apply(snapshot, { intervalMs: cfg.sync.intervalMs });
  */
 export class FriendWriter {
-  /** The apply slots, shared by the general apply and the first-sync batches. */
-  readonly #gate: LimitFunction;
-  /** First syncs by COPY; absent for a handle not made by `createDb` (no pg pool to COPY on). */
-  readonly #firstSyncs: FirstSyncBatches | undefined;
   readonly #db: Kysely<Database>;
+  /** The apply slots. */
+  readonly #gate: LimitFunction;
+  /** For COPY; absent for a handle not made by `createDb`, whose first syncs go the general way. */
+  readonly #pool: pg.Pool | undefined;
 
   constructor(db: Kysely<Database>, opts: FriendWriterOptions = {}) {
-    this.#db = db;
     const concurrency = opts.applyConcurrency ?? DEFAULT_APPLY_CONCURRENCY;
     if (!Number.isInteger(concurrency) || concurrency < 1) {
       throw new RangeError(`applyConcurrency must be a positive integer, got ${concurrency}`);
     }
+    this.#db = db;
     this.#gate = pLimit(concurrency);
-    const pool = pgPoolOf(db);
-    this.#firstSyncs = pool ? new FirstSyncBatches(db, pool, this.#gate, concurrency) : undefined;
+    this.#pool = pgPoolOf(db);
   }
 
   /**
@@ -63,11 +63,13 @@ export class FriendWriter {
    *   (someone else synced it meanwhile), custom tags name friends the mirror lacks (drift), or the
    *   account was removed; the transaction is rolled back and nothing is written.
    */
-  async apply(snap: AccountSnapshot, schedule: NextSync = DEFAULT_NEXT_SYNC): Promise<ApplyResult> {
-    if (this.#firstSyncs && isFirstSync(snap)) {
-      const first = await this.#firstSyncs.apply(snap, schedule);
-      if (first) return first;
-    }
-    return this.#gate(() => applyInTransaction(this.#db, snap, schedule));
+  apply(snap: AccountSnapshot, schedule: NextSync = DEFAULT_NEXT_SYNC): Promise<ApplyResult> {
+    return this.#gate(async () => {
+      if (this.#pool && isFirstSync(snap)) {
+        const first = await firstSyncByCopy(this.#db, this.#pool, snap, schedule);
+        if (first) return first;
+      }
+      return applyInTransaction(this.#db, snap, schedule);
+    });
   }
 }

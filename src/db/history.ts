@@ -86,18 +86,3 @@ export async function recordEvents(
     ORDER BY g.f COLLATE "C"`.execute(trx);
   return Number(res.numAffectedRows ?? 0);
 }
-
-/**
- * An `added` row per friend of CTE `fr` (friend rows), with all its fields and its tags from CTE
- * `tg` (tag rows), for an account that was synced before and held no rows.
- */
-export function addedEvents(snap: AccountSnapshot) {
-  return sql`INSERT INTO tim.friend_events (account_id, friend_id, kind, changed, standard_sequence, custom_sequence)
-      SELECT ${snap.accountId}, r.friend_id, 'added',
-             ${friendChanges(sql`'{}'::jsonb`, friendJson('r'))} || coalesce(g.c, '{}'::jsonb),
-             ${snap.standardSequence}, ${snap.customSequence}
-      FROM fr AS r LEFT JOIN (
-        SELECT friend_id, jsonb_object_agg(tag, jsonb_build_object('new', value)) AS c FROM tg GROUP BY friend_id
-      ) AS g USING (friend_id)
-      ORDER BY r.friend_id COLLATE "C"`;
-}

@@ -11,11 +11,6 @@ import type { AccountSnapshot, NextSync } from './snapshot-types.js';
 export const DEFAULT_NEXT_SYNC: NextSync = { intervalMs: 3_600_000 };
 const DEFAULT_JITTER = 0.1;
 
-/** Whether two schedules set the same `next_sync_at` expression. */
-export function sameSchedule(a: NextSync, b: NextSync): boolean {
-  return a.intervalMs === b.intervalMs && (a.jitter ?? DEFAULT_JITTER) === (b.jitter ?? DEFAULT_JITTER);
-}
-
 function nextSyncAt(s: NextSync) {
   const jitter = s.jitter ?? DEFAULT_JITTER;
   return sql<Date>`now() + ${s.intervalMs}::float8 * (1 - ${jitter}::float8 + random() * 2 * ${jitter}::float8) * interval '1 millisecond'`;
