@@ -150,6 +150,7 @@ export function passDepsFrom(
     client: calls.client,
     limiter: calls.limiter,
     concurrency: sync.concurrency,
+    applyConcurrency: sync.applyConcurrency,
     maxPages: sync.maxPages,
     nextSync: { intervalMs: sync.intervalMs },
     missingRecheckMs: sync.missingRecheckMs,

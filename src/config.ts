@@ -204,6 +204,8 @@ export function loadTimConfig(env: Env = process.env): Readonly<TimConfig> {
 export interface SyncConfig {
   /** `SYNC_CONCURRENCY`: accounts in flight per process. */
   concurrency: number;
+  /** `SYNC_APPLY_CONCURRENCY`: accounts written to Postgres at once per process. */
+  applyConcurrency: number;
   /** `SYNC_INTERVAL`: how often an unchanged account is re-checked. */
   intervalMs: number;
   /** `SYNC_MAX_PAGES`: pages one pull may take before it is declared endless. */
@@ -240,6 +242,7 @@ function reconcileInterval(env: Env): number {
 export function loadSyncConfig(env: Env = process.env): Readonly<SyncConfig> {
   return Object.freeze({
     concurrency: int(env, 'SYNC_CONCURRENCY', 64, 1, 10_000),
+    applyConcurrency: int(env, 'SYNC_APPLY_CONCURRENCY', 4, 1, 256),
     intervalMs: duration(env, 'SYNC_INTERVAL', 3_600_000, 1_000),
     maxPages: int(env, 'SYNC_MAX_PAGES', 100, 1, 10_000),
     retryAttempts: int(env, 'SYNC_RETRY_ATTEMPTS', 4, 1, 20),

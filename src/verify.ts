@@ -3,7 +3,7 @@
  * and the tests to prove "the mirror equals the source after a completed sync".
  */
 import type { Kysely } from 'kysely';
-import { readMirror } from './db/friends.js';
+import { readMirror } from './db/mirror-read.js';
 import type { Database } from './db/schema.js';
 import { type JsonValue, STANDARD_TAGS } from './tim/friend-get.js';
 

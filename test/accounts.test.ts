@@ -5,7 +5,7 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { addAccounts, recordFailure, removeAccounts, requestResync } from '../src/db/accounts.js';
-import { applySnapshot } from '../src/db/friends.js';
+import { FriendWriter } from '../src/db/friend-writer.js';
 import { claimAccount, claimDueAccounts, releaseLeases } from '../src/db/leases.js';
 import { migrateToLatest } from '../src/db/migrate.js';
 import { createDb } from '../src/db/pool.js';
@@ -14,10 +14,13 @@ import { createTestDatabase, type TestDatabase } from './support/db.js';
 
 let database: TestDatabase;
 let db: ReturnType<typeof createDb>;
+/** The writer every apply of this file goes through, as one process's. */
+let writer: FriendWriter;
 
 beforeAll(async () => {
   database = await createTestDatabase('accounts');
   db = createDb(database.url, { maxConnections: 4 });
+  writer = new FriendWriter(db);
   await migrateToLatest(db);
 });
 afterAll(async () => {
@@ -207,7 +210,7 @@ describe('removing rows takes their dependants along (set-based cascade triggers
   /** A first sync of `account` with friends f1..fN, a standard-category and a custom tag on each. */
   async function mirror(account: string, n: number): Promise<void> {
     const ids = Array.from({ length: n }, (_, i) => `f${i + 1}`);
-    await applySnapshot(db, {
+    await writer.apply({
       accountId: account,
       baseStandardSequence: null,
       baseCustomSequence: null,
@@ -244,7 +247,7 @@ describe('removing rows takes their dependants along (set-based cascade triggers
     await addAccounts(db, ['a']);
     await mirror('a', 3);
     // Standard data changed (f2 is gone), custom reported unchanged: custom tags are not re-sent.
-    await applySnapshot(db, {
+    await writer.apply({
       accountId: 'a',
       baseStandardSequence: 1,
       baseCustomSequence: 1,

@@ -7,14 +7,18 @@ import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { addAccounts, removeAccounts } from '../src/db/accounts.js';
-import { type AccountSnapshot, applySnapshot, readMirror, SnapshotConflictError } from '../src/db/friends.js';
+import { FriendWriter } from '../src/db/friend-writer.js';
 import { claimAccount } from '../src/db/leases.js';
 import { migrateToLatest } from '../src/db/migrate.js';
+import { readMirror } from '../src/db/mirror-read.js';
 import { createDb } from '../src/db/pool.js';
+import { type AccountSnapshot, SnapshotConflictError } from '../src/db/snapshot-types.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
 
 let database: TestDatabase;
 let db: ReturnType<typeof createDb>;
+/** The writer every apply of this file goes through, as one process's. */
+let writer: FriendWriter;
 /**
  * Queries sent to Postgres, seen at the driver (BEGIN and COMMIT included): every query any pg
  * client of this process sends while `counting` is on.
@@ -34,6 +38,7 @@ pg.Client.prototype.query = function (this: pg.Client, ...args: unknown[]) {
 beforeAll(async () => {
   database = await createTestDatabase('apply');
   db = createDb(database.url, { maxConnections: 4 });
+  writer = new FriendWriter(db);
   await migrateToLatest(db);
 });
 afterAll(async () => {
@@ -94,7 +99,7 @@ async function account(id: string) {
 describe('first sync', () => {
   it('writes friends, tags and sequences by COPY, in one transaction', async () => {
     await addAccounts(db, ['a']);
-    const r = await count(() => applySnapshot(db, snapshot('a', ['x', 'y'], null, 5)));
+    const r = await count(() => writer.apply(snapshot('a', ['x', 'y'], null, 5)));
     expect(texts.map((t) => t.trim().split(/\s+/).slice(0, 2).join(' '))).toEqual([
       'BEGIN; SELECT',
       'COPY tim.friends',
@@ -132,7 +137,7 @@ describe('first sync', () => {
 
   it('an empty friend list stores the sequences and counts as no change', async () => {
     await addAccounts(db, ['a']);
-    const r = await applySnapshot(db, snapshot('a', [], null, 1));
+    const r = await writer.apply(snapshot('a', [], null, 1));
     expect(r.friendsUpserted + r.tagsUpserted).toBe(0);
     const acct = await account('a');
     expect([acct.standard_sequence, acct.last_changed_at]).toEqual([1, null]);
@@ -141,7 +146,7 @@ describe('first sync', () => {
   it('refuses, writing nothing, when someone stored sequences meanwhile', async () => {
     await addAccounts(db, ['a']);
     await db.updateTable('tim.accounts').set({ standard_sequence: 9, custom_sequence: 9 }).execute();
-    await expect(applySnapshot(db, snapshot('a', ['x'], null, 5))).rejects.toMatchObject({
+    await expect(writer.apply(snapshot('a', ['x'], null, 5))).rejects.toMatchObject({
       reason: 'stale',
     });
     expect(await readMirror(db, 'a')).toEqual([]);
@@ -151,7 +156,7 @@ describe('first sync', () => {
   it('refuses when the account was removed', async () => {
     await addAccounts(db, ['a']);
     await removeAccounts(db, ['a']);
-    const err = await applySnapshot(db, snapshot('a', ['x'], null, 5)).catch((e: unknown) => e);
+    const err = await writer.apply(snapshot('a', ['x'], null, 5)).catch((e: unknown) => e);
     expect(err).toBeInstanceOf(SnapshotConflictError);
     expect((err as SnapshotConflictError).reason).toBe('gone');
     const left = await sql<{ n: string }>`SELECT count(*) AS n FROM tim.friends`.execute(db);
@@ -160,13 +165,13 @@ describe('first sync', () => {
 
   it('a resync --full (synced before, sequences forgotten) goes the general way only, and ends exact', async () => {
     await addAccounts(db, ['a']);
-    await applySnapshot(db, snapshot('a', ['x', 'y'], null, 5));
+    await writer.apply(snapshot('a', ['x', 'y'], null, 5));
     // `resync --full` forgets the sequences but keeps the rows; the claim says it was synced before.
     await db.updateTable('tim.accounts').set({ standard_sequence: null, custom_sequence: null }).execute();
     expect((await claimAccount(db, 'a', { owner: 't', leaseMs: 60_000 })) as object).toMatchObject({
       neverSynced: false,
     });
-    const r = await count(() => applySnapshot(db, snapshot('a', ['y', 'z'], null, 6, false)));
+    const r = await count(() => writer.apply(snapshot('a', ['y', 'z'], null, 6, false)));
     expect(copied()).toBe(false);
     expect(texts.some((t) => t.includes('AS fresh'))).toBe(false);
     expect(r.friendsDeleted).toBe(1);
@@ -182,9 +187,9 @@ describe('first sync', () => {
 
   it('a snapshot wrongly marked never synced, onto rows, still ends exact by the general way', async () => {
     await addAccounts(db, ['a']);
-    await applySnapshot(db, snapshot('a', ['x', 'y'], null, 5));
+    await writer.apply(snapshot('a', ['x', 'y'], null, 5));
     await db.updateTable('tim.accounts').set({ standard_sequence: null, custom_sequence: null }).execute();
-    const r = await count(() => applySnapshot(db, snapshot('a', ['y', 'z'], null, 6, true)));
+    const r = await count(() => writer.apply(snapshot('a', ['y', 'z'], null, 6, true)));
     // It locked and looked, found rows, rolled back without copying, and went the general way.
     expect(texts.some((t) => t.includes('AS fresh'))).toBe(true);
     expect(texts).toContain('ROLLBACK');
@@ -249,10 +254,10 @@ describe('first sync', () => {
       .set({ last_synced_at: sql`now()` })
       .where('account_id', '=', 'general')
       .execute();
-    await count(() => applySnapshot(db, snap(copiedId, true)));
+    await count(() => writer.apply(snap(copiedId, true)));
     expect(copied()).toBe(true);
     texts = [];
-    await count(() => applySnapshot(db, snap('general', false)));
+    await count(() => writer.apply(snap('general', false)));
     expect(copied()).toBe(false);
 
     const rows = async (id: string) => ({
@@ -295,7 +300,7 @@ describe('first sync', () => {
       );
     const before = await eventsOfA();
     const twice = snapshot('a', ['x', 'y', 'x'], null, 5);
-    await expect(applySnapshot(db, twice)).rejects.toThrow(/duplicate key/);
+    await expect(writer.apply(twice)).rejects.toThrow(/duplicate key/);
     expect(await readMirror(db, 'a')).toEqual([]);
     const acct = await account('a');
     expect([acct.standard_sequence, acct.last_synced_at]).toEqual([null, null]);
@@ -308,30 +313,31 @@ describe('first sync', () => {
           .set({ standard_sequence: null, custom_sequence: null, last_synced_at: null })
           .execute();
         await db.deleteFrom('tim.friends').execute();
-        await applySnapshot(db, snapshot(id, ['x', 'y'], null, 5 + i));
+        await writer.apply(snapshot(id, ['x', 'y'], null, 5 + i));
       }
     }
     expect((await readMirror(db, 'a')).map((f) => f.friendId)).toEqual(['x', 'y']);
     expect((await account('a')).standard_sequence).toBe(7);
   });
 
-  it('first syncs that wait for a slot together share one transaction, each with its own rows, events and sequences', async () => {
+  it('first syncs at once each commit a transaction of their own, with their own rows, events and sequences', async () => {
     const ids = Array.from({ length: 40 }, (_, i) => `acc ${i} 'q'`);
     await addAccounts(db, ids);
     const results = await count(() =>
       Promise.all(
-        ids.map((id, i) =>
-          applySnapshot(db, snapshot(id, i % 5 === 0 ? [] : [`x${i}`, `y${i}`], null, 10 + i)),
-        ),
+        ids.map((id, i) => writer.apply(snapshot(id, i % 5 === 0 ? [] : [`x${i}`, `y${i}`], null, 10 + i))),
       ),
     );
-    // 4 apply slots, each taking its share of the accounts waiting: 10 of 40, 8 of 30, 6 of 22,
-    // 4 of 16, and so on. The slot requests of accounts already taken find nobody waiting.
-    const commits = texts.filter((t) => t.trim() === 'COMMIT').length;
-    expect(commits).toBeGreaterThanOrEqual(4);
-    expect(commits).toBeLessThanOrEqual(12);
-    // Accounts without friends send no friend rows, so a batch of only those has no COPY.
-    expect(texts.filter((t) => t.startsWith('COPY tim.friends')).length).toBeLessThanOrEqual(commits);
+    const locks = texts.filter((t) => t.startsWith('BEGIN;'));
+    expect(locks).toHaveLength(40);
+    for (const id of ids)
+      expect(
+        locks.filter((t) => t.includes(`'${id.replaceAll("'", "''")}'`)),
+        id,
+      ).toHaveLength(1);
+    expect(texts.filter((t) => t.trim() === 'COMMIT')).toHaveLength(40);
+    // An account without friends sends no rows, so it has no COPY.
+    expect(texts.filter((t) => t.startsWith('COPY tim.friends'))).toHaveLength(32);
     for (const [i, r] of results.entries()) {
       const n = i % 5 === 0 ? 0 : 2;
       expect(r).toEqual({
@@ -373,32 +379,33 @@ describe('first sync', () => {
     expect(events.every((e) => e.kind === 'baseline')).toBe(true);
   });
 
-  it('in a shared transaction, an account at fault fails alone; refusals and the general path stay per account', async () => {
+  it('an account at fault fails alone; refusals and the general path stay per account', async () => {
     const ids = ['ok1', 'dup', 'synced', 'gone', 'has-rows', 'ok2'];
-    // 18 more waiting accounts make the first slot's share 6 (24 ÷ 4 slots): the six above.
-    const fillers = Array.from({ length: 18 }, (_, i) => `filler${i}`);
-    await addAccounts(db, [...ids, ...fillers]);
-    await applySnapshot(db, snapshot('synced', ['s'], null, 3));
+    await addAccounts(db, ids);
+    await writer.apply(snapshot('synced', ['s'], null, 3));
     // Rows without a sync: only a hand-made mirror looks like this; the COPY path must refuse it.
     await db.insertInto('tim.friends').values({ account_id: 'has-rows', friend_id: 'old' }).execute();
     await removeAccounts(db, ['gone']);
     texts = [];
     const outcomes = await count(() =>
       Promise.allSettled([
-        applySnapshot(db, snapshot('ok1', ['a'], null, 5)),
-        applySnapshot(db, snapshot('dup', ['d', 'e', 'd'], null, 5)),
-        applySnapshot(db, snapshot('synced', ['s', 't'], null, 5)),
-        applySnapshot(db, snapshot('gone', ['g'], null, 5)),
-        applySnapshot(db, snapshot('has-rows', ['n'], null, 5)),
-        applySnapshot(db, snapshot('ok2', ['b', 'c'], null, 5)),
-        ...fillers.map((id) => applySnapshot(db, snapshot(id, ['f'], null, 5))),
+        writer.apply(snapshot('ok1', ['a'], null, 5)),
+        writer.apply(snapshot('dup', ['d', 'e', 'd'], null, 5)),
+        writer.apply(snapshot('synced', ['s', 't'], null, 5)),
+        writer.apply(snapshot('gone', ['g'], null, 5)),
+        writer.apply(snapshot('has-rows', ['n'], null, 5)),
+        writer.apply(snapshot('ok2', ['b', 'c'], null, 5)),
       ]),
     );
-    const [ok1, dup, synced, gone, hasRows, ok2, ...rest] = outcomes;
-    expect(rest.every((r) => r.status === 'fulfilled')).toBe(true);
-    // The six were checked together, in one locking statement.
+    const [ok1, dup, synced, gone, hasRows, ok2] = outcomes;
+    // Each account was locked and checked once, alone.
     const locks = texts.filter((t) => t.startsWith('BEGIN;'));
-    expect(locks.filter((t) => ids.every((id) => t.includes(`'${id}'`)))).toHaveLength(1);
+    expect(locks).toHaveLength(ids.length);
+    for (const id of ids)
+      expect(
+        locks.filter((t) => t.includes(`'${id}'`)),
+        id,
+      ).toHaveLength(1);
     expect(ok1).toMatchObject({ status: 'fulfilled', value: { friendsUpserted: 1, friendCount: 1 } });
     expect(ok2).toMatchObject({ status: 'fulfilled', value: { friendsUpserted: 2, friendCount: 2 } });
     expect(dup).toMatchObject({
@@ -410,10 +417,6 @@ describe('first sync', () => {
     // The general path replaced the hand-made row.
     expect(hasRows).toMatchObject({ status: 'fulfilled', value: { friendCount: 1 } });
     expect((await readMirror(db, 'has-rows')).map((f) => f.friendId)).toEqual(['n']);
-    // One shared try, rolled back by the repeated friend; then ok1, dup and ok2 each alone, while
-    // the refused accounts are not tried again.
-    expect(locks.filter((t) => t.includes(`'ok1'`))).toHaveLength(2);
-    expect(locks.filter((t) => t.includes(`'synced'`) || t.includes(`'gone'`))).toHaveLength(1);
     expect((await readMirror(db, 'ok1')).map((f) => f.friendId)).toEqual(['a']);
     expect((await readMirror(db, 'ok2')).map((f) => f.friendId)).toEqual(['b', 'c']);
     expect(await readMirror(db, 'dup')).toEqual([]);
@@ -422,10 +425,55 @@ describe('first sync', () => {
     expect((await readMirror(db, 'synced')).map((f) => f.friendId)).toEqual(['s']);
   });
 
+  it('an account synced before that holds no rows gets an added event per friend, with all its fields and tags', async () => {
+    // The history outlives its accounts: start this one's afresh.
+    await db.deleteFrom('tim.friend_events').where('account_id', '=', 'a').execute();
+    await addAccounts(db, ['a']);
+    await writer.apply(snapshot('a', [], null, 1));
+    const r = await count(() => writer.apply(snapshot('a', ['x', 'y'], 1, 2)));
+    expect(copied()).toBe(false);
+    expect(r).toEqual({
+      friendsUpserted: 2,
+      friendsDeleted: 0,
+      tagsUpserted: 4,
+      tagsDeleted: 0,
+      friendCount: 2,
+      events: 2,
+    });
+    const events = await db
+      .selectFrom('tim.friend_events')
+      .select(['friend_id', 'kind', 'changed', 'standard_sequence'])
+      .where('account_id', '=', 'a')
+      .orderBy('id')
+      .execute();
+    const added = (id: string) => ({
+      friend_id: id,
+      kind: 'added',
+      changed: {
+        remark: { new: `remark of ${id}` },
+        groups: { new: ['g'] },
+        add_source: { new: 'AddSource_Type_Web' },
+        add_time: { new: 1_700_000_000 },
+        Tag_SNS_IM_Extra: { new: { n: 1 } },
+        Tag_SNS_Custom_c: { new: id },
+      },
+      standard_sequence: 2,
+    });
+    expect(events).toEqual([
+      { friend_id: null, kind: 'baseline', changed: { friend_count: 0 }, standard_sequence: 1 },
+      added('x'),
+      added('y'),
+    ]);
+    expect((await readMirror(db, 'a')).map((f) => [f.friendId, f.tags.length])).toEqual([
+      ['x', 2],
+      ['y', 2],
+    ]);
+  });
+
   it('claims say whether the account was ever synced', async () => {
     await addAccounts(db, ['a']);
     expect(await claimAccount(db, 'a', { owner: 't', leaseMs: 60_000 })).toMatchObject({ neverSynced: true });
-    await applySnapshot(db, snapshot('a', ['x'], null, 5));
+    await writer.apply(snapshot('a', ['x'], null, 5));
     expect(await claimAccount(db, 'a', { owner: 't', leaseMs: 60_000 })).toMatchObject({
       neverSynced: false,
     });

@@ -9,6 +9,7 @@
 import { randomBytes } from 'node:crypto';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { requestResync } from '../src/db/accounts.js';
+import { FriendWriter } from '../src/db/friend-writer.js';
 import { claimDueAccounts } from '../src/db/leases.js';
 import { type CallbackServer, startCallbackServer } from '../src/http/callback-server.js';
 import { createLogger } from '../src/log.js';
@@ -79,13 +80,19 @@ beforeEach(() => {
  * sync them, until nothing is due. `wrap` may stand between a sync and its friend_get calls.
  */
 async function runDue(wrap?: (call: FriendGetCall, accountId: string) => FriendGetCall): Promise<void> {
+  const writer = new FriendWriter(fx.db);
   for (;;) {
     const claimed = await claimDueAccounts(fx.db, { owner: 'test', limit: 50, leaseMs: 60_000 });
     if (claimed.length === 0) return;
     for (const state of claimed) {
       const call = limitedCall({ client: fx.client, limiter, retry: { attempts: 2 } }, stop.signal);
       await syncAccount(
-        { db: fx.db, call: wrap ? wrap(call, state.accountId) : call, nextSync: { intervalMs: 3_600_000 } },
+        {
+          db: fx.db,
+          writer,
+          call: wrap ? wrap(call, state.accountId) : call,
+          nextSync: { intervalMs: 3_600_000 },
+        },
         state,
       );
     }

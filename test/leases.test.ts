@@ -6,19 +6,24 @@
 import { sql } from 'kysely';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { addAccounts } from '../src/db/accounts.js';
-import { type AccountSnapshot, applySnapshot, readMirror } from '../src/db/friends.js';
+import { FriendWriter } from '../src/db/friend-writer.js';
 import { claimAccount, claimDueAccounts, releaseDeadLeases } from '../src/db/leases.js';
 import { migrateToLatest } from '../src/db/migrate.js';
+import { readMirror } from '../src/db/mirror-read.js';
 import { createDb } from '../src/db/pool.js';
 import { heartbeat, liveReplicas, ReplicaSession } from '../src/db/replicas.js';
+import type { AccountSnapshot } from '../src/db/snapshot-types.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
 
 let database: TestDatabase;
 let db: ReturnType<typeof createDb>;
+/** The writer every apply of this file goes through, as one process's. */
+let writer: FriendWriter;
 
 beforeAll(async () => {
   database = await createTestDatabase('leases');
   db = createDb(database.url, { maxConnections: 4 });
+  writer = new FriendWriter(db);
   await migrateToLatest(db);
 });
 afterAll(async () => {
@@ -155,7 +160,7 @@ describe('leases of live and gone replicas', () => {
 
   it('a stalled owner whose lease was taken over cannot overwrite the newer sync', async () => {
     await addAccounts(db, ['a']);
-    await applySnapshot(db, snapshot('a', ['x'], null, 1));
+    await writer.apply(snapshot('a', ['x'], null, 1));
     const { session } = await liveSession('stalled');
     try {
       await db.updateTable('tim.accounts').set({ next_sync_at: sql`now()` }).execute();
@@ -169,9 +174,9 @@ describe('leases of live and gone replicas', () => {
       expect(await claimAccount(db, 'a', { owner: 'taker', ...lease })).toMatchObject({
         standardSequence: 1,
       });
-      await applySnapshot(db, snapshot('a', ['z'], 1, 3));
+      await writer.apply(snapshot('a', ['z'], 1, 3));
       // The stalled owner wakes up: refused, nothing of its pull written.
-      await expect(applySnapshot(db, stale)).rejects.toMatchObject({ reason: 'stale' });
+      await expect(writer.apply(stale)).rejects.toMatchObject({ reason: 'stale' });
       expect((await readMirror(db, 'a')).map((f) => f.friendId)).toEqual(['z']);
     } finally {
       await session.close();

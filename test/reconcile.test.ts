@@ -7,6 +7,7 @@ import { sql } from 'kysely';
 import pLimit from 'p-limit';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { type AccountSyncState, addAccounts, requestResync } from '../src/db/accounts.js';
+import { FriendWriter } from '../src/db/friend-writer.js';
 import { claimDueAccounts } from '../src/db/leases.js';
 import { FriendStore, generateApp } from '../src/simulator/index.js';
 import { syncAccount } from '../src/sync/account-sync.js';
@@ -36,8 +37,9 @@ async function claimAndSync(
     new AbortController().signal,
   );
   const gate = pLimit(16);
+  const writer = new FriendWriter(f.db);
   await Promise.all(
-    claimed.map((s) => gate(() => syncAccount({ db: f.db, call, nextSync: SYNC_INTERVAL }, s))),
+    claimed.map((s) => gate(() => syncAccount({ db: f.db, writer, call, nextSync: SYNC_INTERVAL }, s))),
   );
   return claimed;
 }

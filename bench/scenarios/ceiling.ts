@@ -1,6 +1,6 @@
 /**
  * The database ceiling: the same friend and tag rows written by the mirror's apply path
- * (`applySnapshot`, one transaction per account) and by plain `COPY` into identical tables (same
+ * (`FriendWriter.apply`, one transaction per account) and by plain `COPY` into identical tables (same
  * columns, defaults, indexes and foreign keys), in the same database, one connection each. The
  * ratio says how much headroom the write path has.
  *
@@ -18,10 +18,11 @@ import {
   TAG_COPY_COLUMNS,
   tagCopyText,
 } from '../../src/db/copy.js';
-import { type AccountSnapshot, applySnapshot } from '../../src/db/friends.js';
+import { FriendWriter } from '../../src/db/friend-writer.js';
 import { migrateToLatest } from '../../src/db/migrate.js';
 import { createDb } from '../../src/db/pool.js';
 import type { Database } from '../../src/db/schema.js';
+import type { AccountSnapshot } from '../../src/db/snapshot-types.js';
 import { buildPage, type FriendStore, generateApp } from '../../src/simulator/index.js';
 import { snapshotFromPull } from '../../src/sync/snapshot.js';
 import { decodeFriendGetResponse } from '../../src/tim/friend-get.js';
@@ -63,13 +64,13 @@ export interface CeilingResult {
   accounts: number;
   friendRows: number;
   tagRows: number;
-  /** applySnapshot, one account after another on one connection, into empty tables. */
+  /** FriendWriter.apply, one account after another on one connection, into empty tables. */
   apply: WriteTiming;
   /** COPY friends, then COPY friend_tags, one connection, into empty identical tables. */
   copy: WriteTiming;
-  /** applySnapshot, `parallel` accounts at once on a pool of `parallel`, into empty tables. */
+  /** FriendWriter.apply, `parallel` accounts at once on a pool of `parallel`, into empty tables. */
   applyParallel: WriteTiming;
-  /** applySnapshot again with forgotten sequences and unchanged data (`resync --full`): rows checked/s. */
+  /** FriendWriter.apply again with forgotten sequences and unchanged data (`resync --full`): rows checked/s. */
   reapplyUnchanged: WriteTiming & { rowsWritten: number };
   /** apply rows/s ÷ COPY rows/s (wall time, one connection each). */
   ratio: number;
@@ -174,10 +175,13 @@ export async function runCeiling(adminUrl: string, s: CeilingSettings): Promise<
     }
   };
 
-  s.say(`database ceiling: applySnapshot, ${ids.length} accounts one after another, then again unchanged …`);
+  s.say(
+    `database ceiling: FriendWriter.apply, ${ids.length} accounts one after another, then again unchanged …`,
+  );
   const [apply, reapplyUnchanged] = await fresh('apply', 1, async (db, name) => {
+    const writer = new FriendWriter(db);
     const first = await timed(name, rows, async () => {
-      for (const snap of snaps) await applySnapshot(db, snap);
+      for (const snap of snaps) await writer.apply(snap);
     });
     // `resync --full`: the sequences are forgotten, the data is the same.
     await sql`UPDATE tim.accounts SET standard_sequence = NULL, custom_sequence = NULL`.execute(db);
@@ -187,7 +191,7 @@ export async function runCeiling(adminUrl: string, s: CeilingSettings): Promise<
     const again = await timed(name, rows, async () => {
       for (const snap of snaps) {
         // As a `resync --full` pulls it: from no sequences, onto an account synced before.
-        const r = await applySnapshot(db, { ...snap, neverSynced: false });
+        const r = await writer.apply({ ...snap, neverSynced: false });
         rowsWritten += r.friendsUpserted + r.friendsDeleted + r.tagsUpserted + r.tagsDeleted;
       }
     });
@@ -201,10 +205,11 @@ export async function runCeiling(adminUrl: string, s: CeilingSettings): Promise<
     return withClient(urlOf(adminUrl, name), (c) => timed(name, rows, () => copyRows(c, snaps)));
   });
 
-  s.say(`database ceiling: applySnapshot, ${s.parallel} accounts at once …`);
+  s.say(`database ceiling: FriendWriter.apply, ${s.parallel} accounts at once …`);
   const applyParallel = await fresh('parallel', s.parallel, (db, name) => {
     const limit = pLimit(s.parallel);
-    return timed(name, rows, () => Promise.all(snaps.map((snap) => limit(() => applySnapshot(db, snap)))));
+    const writer = new FriendWriter(db);
+    return timed(name, rows, () => Promise.all(snaps.map((snap) => limit(() => writer.apply(snap)))));
   });
 
   return {

@@ -10,6 +10,7 @@ import { type Kysely, sql } from 'kysely';
 import { timCallsFrom } from '../app.js';
 import type { CallbackConfig, DaemonConfig, DbConfig, SyncConfig, TimConfig } from '../config.js';
 import { RESYNC_CHANNEL, requestResync } from '../db/accounts.js';
+import { FriendWriter } from '../db/friend-writer.js';
 import { claimDueAccounts, releaseDeadLeases, releaseLeases } from '../db/leases.js';
 import { migrationsAreCurrent } from '../db/migrate.js';
 import { listen } from '../db/notify.js';
@@ -156,6 +157,7 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
   const callbackMetrics = createCallbackMetrics(metrics, { pendingMarks: () => markQueue.pending });
   const callbackLatency = new CallbackLatency();
 
+  const writer = new FriendWriter(db, { applyConcurrency: cfg.sync.applyConcurrency });
   let predecessorReleased = false;
   let lastReapAt = Number.NEGATIVE_INFINITY;
   const scheduler = new Scheduler({
@@ -198,6 +200,7 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
       const outcome = await syncAccount(
         {
           db,
+          writer,
           call: limitedCall({ client, limiter, retry: { attempts: cfg.sync.retryAttempts } }, signal, () => {
             totals.calls++;
           }),

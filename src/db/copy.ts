@@ -3,10 +3,9 @@
  *
  * COPY is the cheapest way to hand Postgres many rows: it parses each field with the column's input
  * function and nothing else, where a `json_to_recordset` insert first parses a JSON document, then
- * builds a record per row, then plans and runs an INSERT. In the benchmark's "database ceiling"
- * (BENCHMARKS.md), one bulk COPY of the sweep's rows cost Postgres about 42% of the CPU per row of
- * the json insert; the mirror's COPY per account, with its transaction around it, about 75%
- * (first syncs now share transactions: see `firstSyncByCopy` in src/db/friends.ts).
+ * builds a record per row, then plans and runs an INSERT. The benchmark's "database ceiling"
+ * (BENCHMARKS.md) measures what each costs Postgres per row. The first sync (src/db/first-sync.ts)
+ * sends its rows this way.
  *
  * The text format: one line per row, fields separated by tabs, `\N` for NULL, and a backslash,
  * tab, newline or carriage return inside a field escaped with a backslash. Nothing else is special,
@@ -14,7 +13,7 @@
  */
 import type pg from 'pg';
 import { from as copyFrom } from 'pg-copy-streams';
-import type { FriendRow, TagRow } from './friends.js';
+import type { FriendRow, TagRow } from './snapshot-types.js';
 
 /** The NULL field. */
 export const COPY_NULL = '\\N';
@@ -50,8 +49,8 @@ export function copyTextArray(items: readonly string[] | null): string {
  * past the year 9999, which Postgres cannot store, and negative ones.
  *
  * Computed with integer arithmetic (the days-to-civil-date algorithm of H. Hinnant's
- * "chrono-compatible low-level date algorithms"), because `new Date(…).toISOString()` was half the
- * cost of encoding a friend row.
+ * "chrono-compatible low-level date algorithms"), because `new Date(…).toISOString()` was a large
+ * part of the cost of encoding a friend row.
  */
 export function copyTimestamp(unixSeconds: number | null): string {
   if (unixSeconds === null) return COPY_NULL;

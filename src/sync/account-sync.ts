@@ -7,8 +7,10 @@ import type { Kysely } from 'kysely';
 import { accountIdProblem } from '../account-id.js';
 import { type AccountSyncState, recordFailure } from '../db/accounts.js';
 import { type DiscoveryResult, discoverAccounts } from '../db/discovery.js';
-import { applySnapshot, type NextSync, recordUnchanged, SnapshotConflictError } from '../db/friends.js';
+import type { FriendWriter } from '../db/friend-writer.js';
 import type { Database } from '../db/schema.js';
+import { type NextSync, SnapshotConflictError } from '../db/snapshot-types.js';
+import { recordUnchanged } from '../db/synced.js';
 import { TimApiError, TimError, TimHttpError, TimNetworkError, TimTimeoutError } from '../tim/errors.js';
 import { type FriendGetCall, pullFriends } from '../tim/friend-pull.js';
 import { type Drift, driftOf } from './reconcile.js';
@@ -23,7 +25,7 @@ export interface AccountSyncOutcome {
   friendsWritten: number;
   tagsWritten: number;
   durationMs: number;
-  /** Time spent writing the data (`applySnapshot`), when the account changed. */
+  /** Time spent writing the data (`FriendWriter.apply`), when the account changed. */
   applyMs?: number;
   error?: Error;
   /** The account was synced as a due reconciliation (a full read). */
@@ -48,6 +50,8 @@ export interface DiscoverOptions {
 /** Dependencies and knobs of {@link syncAccount}. */
 export interface AccountSyncDeps {
   db: Kysely<Database>;
+  /** Writes the pulls to `db`; one per process (or pass), shared by every account in flight. */
+  writer: FriendWriter;
   /** One friend_get call, already rate-limited and retried. */
   call: FriendGetCall;
   maxPages?: number;
@@ -134,7 +138,7 @@ export async function syncAccount(
             rows,
           );
           const applyStartedAt = performance.now();
-          const applied = await applySnapshot(deps.db, snapshot, deps.nextSync);
+          const applied = await deps.writer.apply(snapshot, deps.nextSync);
           outcome.applyMs = performance.now() - applyStartedAt;
           outcome.friendsWritten = applied.friendsUpserted + applied.friendsDeleted;
           outcome.tagsWritten = applied.tagsUpserted + applied.tagsDeleted;

@@ -5,8 +5,9 @@
 import type { Kysely } from 'kysely';
 import pLimit from 'p-limit';
 import type { AccountSyncState } from '../db/accounts.js';
-import type { NextSync } from '../db/friends.js';
+import { FriendWriter } from '../db/friend-writer.js';
 import type { Database } from '../db/schema.js';
+import type { NextSync } from '../db/snapshot-types.js';
 import { TimError } from '../tim/errors.js';
 import type { FriendGetPage, FriendGetRequest } from '../tim/friend-get.js';
 import type { FriendGetCall } from '../tim/friend-pull.js';
@@ -26,6 +27,8 @@ export interface PassDeps {
   limiter: Limiter;
   /** Accounts in flight at once. */
   concurrency: number;
+  /** Applies at once (`SYNC_APPLY_CONCURRENCY`); default the writer's (src/db/friend-writer.ts). */
+  applyConcurrency?: number;
   retry?: Omit<RetryOptions, 'signal'>;
   nextSync?: NextSync;
   maxPages?: number;
@@ -143,6 +146,8 @@ export async function runPass(deps: PassDeps, accounts: readonly AccountSyncStat
   });
 
   const limit = pLimit(deps.concurrency);
+  // One writer for the pass: its apply slots bound the applies of every account in flight.
+  const writer = new FriendWriter(deps.db, { applyConcurrency: deps.applyConcurrency });
   /** Accounts a live replica held when last tried, with when they were first found so. */
   const busy = new Map<string, { state: AccountSyncState; since: number }>();
   const attempt = (state: AccountSyncState) =>
@@ -168,6 +173,7 @@ export async function runPass(deps: PassDeps, accounts: readonly AccountSyncStat
         const outcome = await syncAccount(
           {
             db: deps.db,
+            writer,
             call,
             nextSync: deps.nextSync,
             maxPages: deps.maxPages,

@@ -2,7 +2,7 @@
  * Turning a pull (Tencent's shape) into a snapshot (the mirror's shape). This is where `tim/` and
  * `db/` meet, so neither has to know the other.
  */
-import type { AccountSnapshot, FriendRow, TagRow } from '../db/friends.js';
+import type { AccountSnapshot, FriendRow, TagRow } from '../db/snapshot-types.js';
 import { type FriendItem, STANDARD_TAGS, tagCategory } from '../tim/friend-get.js';
 import type { FriendSink, PullResult } from '../tim/friend-pull.js';
 
