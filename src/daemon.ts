@@ -162,6 +162,20 @@ export class Daemon {
   }
 
   /**
+   * Waits until this process is registered, for at most `ms` and no longer than `signal` or the
+   * daemon lasts, and says whether it is: claims wait for it, so that our leases never look like a
+   * dead replica's to a daemon freeing those.
+   */
+  async waitRegistered(ms: number, signal?: AbortSignal): Promise<boolean> {
+    if (this.session.registered) return true;
+    const waited = new AbortController();
+    const until = AbortSignal.any([waited.signal, this.#stop.signal, ...(signal ? [signal] : [])]);
+    await Promise.race([this.session.whenRegistered(until), sleep(ms, until).catch(() => {})]);
+    waited.abort();
+    return this.session.registered;
+  }
+
+  /**
    * Stops, in this order: the heartbeats (so none fails on the closing session); the leases this
    * process still holds, released so their accounts are due again at once rather than when the
    * lease ends; the registry row and session; last the limiter and the client, whose calls have

@@ -121,13 +121,13 @@ describe('daemon', () => {
     expect(await registryRows()).toEqual([]);
   });
 
-  it('stop before start touches nothing and closes the call path', async () => {
+  it('stop before start registers nothing and closes the call path; start after stop does nothing', async () => {
     const daemon = openDaemon({ log }, db, settings);
     expect(await daemon.stop()).toBe(0);
-    expect(daemon.session.registered).toBe(false);
-    expect(await registryRows()).toEqual([]);
+    await expect(daemon.calls.limiter.schedule(async () => 'called')).rejects.toThrow('limiter stopped');
     daemon.start();
-    await new Promise((r) => setTimeout(r, 100));
+    await new Promise((r) => setTimeout(r, 200));
+    expect(daemon.session.registered).toBe(false);
     expect(await registryRows()).toEqual([]);
   });
 });

@@ -57,7 +57,7 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
     metrics: true,
     onCall: () => callHistory.record(),
   });
-  const { replicaId, metrics, session, budget, passDeps } = daemon;
+  const { replicaId, metrics, budget, passDeps } = daemon;
   const { limiter } = daemon.calls;
   const hardStop = new AbortController();
   let fatalMessage: string | undefined;
@@ -95,10 +95,7 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
     idleMs: 1_000,
     sleep,
     claim: async (limit) => {
-      if (!session.registered) {
-        await Promise.race([session.whenRegistered(ctx.signal), sleep(1_000)]);
-        if (!session.registered) return [];
-      }
+      if (!(await daemon.waitRegistered(1_000))) return [];
       if (!predecessorReleased) {
         // Leases under our id from before this process started belong to a dead predecessor (a
         // restart with the same REPLICA_ID); the registry cannot tell them apart from ours.

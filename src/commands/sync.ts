@@ -7,7 +7,6 @@ import { openDaemon } from '../daemon.js';
 import { type AccountSelection, selectAccounts, unknownAccountIds } from '../db/accounts.js';
 import { claimAccount } from '../db/leases.js';
 import type { Database } from '../db/schema.js';
-import { sleep } from '../sync/limiter.js';
 import { createOutcomeReporter, type OutcomeReporterOptions } from '../sync/outcome-report.js';
 import { type PassDeps, type PassProgress, type PassSummary, runPass } from '../sync/pass.js';
 import { TimError } from '../tim/errors.js';
@@ -136,13 +135,7 @@ export async function syncCommand(
   const daemon = openDaemon(ctx, db, cfg, { oneShot: true });
   daemon.start();
   try {
-    // Our leases must never look like a dead replica's to a daemon freeing those.
-    const stopWaiting = new AbortController();
-    await Promise.race([
-      daemon.session.whenRegistered(AbortSignal.any([ctx.signal, stopWaiting.signal])),
-      sleep(REGISTER_WAIT_MS, ctx.signal).catch(() => {}),
-    ]);
-    stopWaiting.abort();
+    await daemon.waitRegistered(REGISTER_WAIT_MS, ctx.signal);
     const summary = await runPass(
       {
         ...daemon.passDeps,
