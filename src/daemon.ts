@@ -87,7 +87,8 @@ export class Daemon {
     // Unique per process and per pass: a second `sync` in the same process (tests, or a pid reused)
     // must not take the first one's leases for its own.
     const replicaId =
-      opts.replicaId ?? `${oneShot ? 'sync-' : ''}${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+      opts.replicaId ??
+      `${oneShot ? 'sync-' : ''}${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
     this.replicaId = replicaId;
     this.#db = db;
     const metrics = opts.metrics

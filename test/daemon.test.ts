@@ -84,7 +84,10 @@ describe('daemon', () => {
     daemon.start();
     daemon.start();
     // Alone, a one-shot pass takes the whole budget at its first heartbeat.
-    await until('registered at the whole budget', () => daemon.session.registered && daemon.calls.limiter.rate === 50);
+    await until(
+      'registered at the whole budget',
+      () => daemon.session.registered && daemon.calls.limiter.rate === 50,
+    );
     expect(await registryRows()).toEqual([daemon.replicaId]);
     for (const id of ['a1', 'a2']) {
       expect(await claimAccount(db, id, { owner: daemon.replicaId, leaseMs: 60_000 })).toMatchObject({
