@@ -124,6 +124,19 @@ describe('daemon', () => {
     expect(await registryRows()).toEqual([]);
   });
 
+  it('waitRegistered says whether the first heartbeat came, and ends with its wait, its signal or the daemon', async () => {
+    const daemon = openDaemon({ log }, db, settings);
+    try {
+      expect(await daemon.waitRegistered(50)).toBe(false);
+      expect(await daemon.waitRegistered(60_000, AbortSignal.abort())).toBe(false);
+      daemon.start();
+      expect(await daemon.waitRegistered(10_000)).toBe(true);
+    } finally {
+      await daemon.stop();
+    }
+    expect(await daemon.waitRegistered(60_000)).toBe(false);
+  });
+
   it('stop before start registers nothing and closes the call path; start after stop does nothing', async () => {
     const daemon = openDaemon({ log }, db, settings);
     expect(await daemon.stop()).toBe(0);
