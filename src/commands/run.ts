@@ -3,30 +3,26 @@
  * share of the call budget, serves health, readiness, metrics and resync over HTTP, starts resyncs
  * as soon as they are requested (LISTEN/NOTIFY), and shuts down gracefully.
  */
-import { randomBytes } from 'node:crypto';
-import { hostname } from 'node:os';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { type Kysely, sql } from 'kysely';
-import { timCallsFrom } from '../app.js';
 import type { CallbackConfig, DaemonConfig, DbConfig, SyncConfig, TimConfig } from '../config.js';
+import { accountsSummary, openDaemon } from '../daemon.js';
 import { RESYNC_CHANNEL, requestResync } from '../db/accounts.js';
 import { FriendWriter } from '../db/friend-writer.js';
 import { claimDueAccounts, releaseDeadLeases, releaseLeases } from '../db/leases.js';
 import { migrationsAreCurrent } from '../db/migrate.js';
 import { listen } from '../db/notify.js';
-import { ReplicaSession } from '../db/replicas.js';
 import type { Database } from '../db/schema.js';
 import { startAdminServer } from '../http/admin-server.js';
 import { type CallbackServer, startCallbackServer } from '../http/callback-server.js';
-import { type AccountsSummary, createCallbackMetrics, createMetrics } from '../metrics.js';
+import { createCallbackMetrics } from '../metrics.js';
 import { createStatusReport } from '../status-report.js';
 import { type CallTrouble, callTrouble, describeError, syncAccount } from '../sync/account-sync.js';
-import { dropGraceMs, ReplicaBudget } from '../sync/budget.js';
 import { CallHistory } from '../sync/call-history.js';
 import { CallbackLatency } from '../sync/callback-latency.js';
 import { sleep } from '../sync/limiter.js';
 import { createOutcomeReporter } from '../sync/outcome-report.js';
-import { limitedCall } from '../sync/pass.js';
+import { accountSyncDeps, limitedCall } from '../sync/pass.js';
 import { ResyncQueue } from '../sync/resync-queue.js';
 import { Scheduler } from '../sync/scheduler.js';
 import { CallbackVerifier } from '../tim/callback-sign.js';
@@ -45,25 +41,6 @@ export interface RunConfig {
 /** How often a daemon frees the leases of gone replicas (at most; it does so while claiming). */
 const REAP_EVERY_MS = 1_000;
 
-/** Account counts by status and the age of the oldest due account, for metrics. */
-async function accountsSummary(db: Kysely<Database>): Promise<AccountsSummary> {
-  const res = await sql<{ status: string; n: number; lag: number | null; reconcile_backlog: number }>`
-    SELECT status, count(*)::int AS n,
-           extract(epoch FROM now() - min(next_sync_at) FILTER (
-             WHERE next_sync_at <= now() AND next_sync_at > '-infinity' AND status NOT IN ('disabled', 'missing')))::float8 AS lag,
-           count(*) FILTER (WHERE reconcile_due_at <= now() AND status NOT IN ('disabled', 'missing'))::int AS reconcile_backlog
-    FROM tim.accounts GROUP BY status`.execute(db);
-  const byStatus: Record<string, number> = {};
-  let lag = 0;
-  let reconcileBacklog = 0;
-  for (const r of res.rows) {
-    byStatus[r.status] = r.n;
-    lag = Math.max(lag, r.lag ?? 0);
-    reconcileBacklog += r.reconcile_backlog;
-  }
-  return { byStatus, lagSeconds: lag, reconcileBacklog };
-}
-
 /** Troubles after which claiming pauses and probes, rather than stopping (see sync/scheduler.ts). */
 const PAUSING: ReadonlySet<CallTrouble | undefined> = new Set(['lockout', 'refused', 'unreachable']);
 /** Troubles no retry fixes: claiming stops for good, the daemon stays up, not ready. */
@@ -74,31 +51,15 @@ const PAUSE_WARN_INTERVAL_MS = 60_000;
 /** Runs the daemon until SIGTERM/SIGINT. */
 export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg: RunConfig): Promise<number> {
   const log = ctx.log;
-  const replicaId = cfg.daemon.replicaId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
-  const metrics = createMetrics({
-    collectAccounts: () => accountsSummary(db),
-    // Read at scrape time, once `calls` and `budget` below exist.
-    limiterQueue: () => calls.limiter.queued(),
-    callThreadNice: () => calls.callThreadNice(),
-    budget: () => ({
-      limitPerSecond: cfg.tim.rateLimitPerSecond,
-      sharePerSecond: budget.rate,
-      replicas: budget.peers,
-    }),
-    syncIntervalSeconds: cfg.sync.intervalMs / 1000,
-  });
   // For the status page's chart: the last minutes of calls, without a Prometheus server.
   const callHistory = new CallHistory();
-  // Rate 0 until the budget has heard from the other replicas.
-  const calls = timCallsFrom(cfg.tim, cfg.sync, log, {
-    ratePerSecond: 0,
-    onCall: (e) => {
-      metrics.observeCall(e);
-      callHistory.record();
-    },
+  const daemon = openDaemon(ctx, db, cfg, {
+    replicaId: cfg.daemon.replicaId,
+    metrics: true,
+    onCall: () => callHistory.record(),
   });
-  const { client, limiter } = calls;
-  const background = new AbortController();
+  const { replicaId, metrics, budget, passDeps } = daemon;
+  const { limiter } = daemon.calls;
   const hardStop = new AbortController();
   let fatalMessage: string | undefined;
   /** When claiming last paused because calls did not get through; undefined while they do. */
@@ -109,35 +70,6 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
   const orphaned = new Set<string>();
   // Totals for the periodic summary line.
   const totals = { calls: 0, accounts: 0, changed: 0, failed: 0 };
-
-  // Registered (row + session lock) before the first claim, so no one takes our leases for a dead one's.
-  const session = new ReplicaSession(db, {
-    replicaId,
-    hostname: hostname(),
-    pid: process.pid,
-    ttlMs: 5_000,
-    onLost: (err) => {
-      log.warn(
-        { err: { message: err.message } },
-        'registry connection lost: no calls until registered again (others take over this share)',
-      );
-      budget.lost();
-    },
-  });
-  const budget = new ReplicaBudget({
-    replicaId,
-    limit: cfg.tim.rateLimitPerSecond,
-    heartbeat: (peers, callsPerSecond) => session.heartbeat(peers, callsPerSecond),
-    live: () => session.live(),
-    dropGraceMs: dropGraceMs(cfg.tim.rateJitterMs),
-    setRate: (rate) => limiter.setRate(rate),
-    now: () => performance.now(),
-    sleep,
-    onChange: (rate, peers) =>
-      log.info({ rate, peers, replicaId }, `call budget share: ${rate}/s with ${peers} replica(s)`),
-    onError: (err) =>
-      log.warn({ err: { message: (err as Error).message } }, 'replica heartbeat failed; retrying'),
-  });
 
   const reportExtras = createOutcomeReporter(log, { discoverMaxAccounts: cfg.sync.discoverMaxAccounts });
   // Webhooks (issue #6): callbacks mark accounts through a coalescing queue; the latency tracker
@@ -165,10 +97,7 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
     idleMs: 1_000,
     sleep,
     claim: async (limit) => {
-      if (!session.registered) {
-        await Promise.race([session.whenRegistered(background.signal), sleep(1_000)]);
-        if (!session.registered) return [];
-      }
+      if (!(await daemon.waitRegistered(1_000))) return [];
       if (!predecessorReleased) {
         // Leases under our id from before this process started belong to a dead predecessor (a
         // restart with the same REPLICA_ID); the registry cannot tell them apart from ours.
@@ -197,27 +126,19 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
     },
     syncOne: async (state, signal) => {
       const syncStartedAt = performance.now();
-      const outcome = await syncAccount(
-        {
-          db,
-          writer,
-          call: limitedCall({ client, limiter, retry: { attempts: cfg.sync.retryAttempts } }, signal, () => {
-            totals.calls++;
-          }),
-          nextSync: { intervalMs: cfg.sync.intervalMs },
-          maxPages: cfg.sync.maxPages,
-          missingRecheckMs: cfg.sync.missingRecheckMs,
-          ...(cfg.sync.discover ? { discover: { maxAccounts: cfg.sync.discoverMaxAccounts } } : {}),
-        },
-        state,
-      ).catch((err: unknown) => {
-        // Not even the failure could be recorded (Postgres is down), or calls are paused and the
-        // account was not at fault: the lease would otherwise hold it until it expires. Release it
-        // as soon as the next claim (or probe) reaches the database.
-        const trouble = callTrouble(err);
-        if (!STOPPING.has(trouble) && trouble !== 'abort') orphaned.add(state.accountId);
-        throw err;
+      const call = limitedCall(passDeps, signal, () => {
+        totals.calls++;
       });
+      const outcome = await syncAccount(accountSyncDeps(passDeps, call, writer), state).catch(
+        (err: unknown) => {
+          // Not even the failure could be recorded (Postgres is down), or calls are paused and the
+          // account was not at fault: the lease would otherwise hold it until it expires. Release it
+          // as soon as the next claim (or probe) reaches the database.
+          const trouble = callTrouble(err);
+          if (!STOPPING.has(trouble) && trouble !== 'abort') orphaned.add(state.accountId);
+          throw err;
+        },
+      );
       totals.accounts++;
       if (outcome.result === 'changed') totals.changed++;
       if (outcome.result === 'failed') totals.failed++;
@@ -417,11 +338,11 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
       concurrency: cfg.sync.concurrency,
       reconcileIntervalMs: cfg.sync.reconcileIntervalMs,
       discover: cfg.sync.discover,
-      callThread: calls.callThread,
+      callThread: daemon.calls.callThread,
     },
     'daemon started',
   );
-  const budgetRun = budget.run(background.signal);
+  daemon.start();
   const onStop = () => {
     log.info({ timeoutMs: cfg.daemon.shutdownTimeoutMs }, 'shutting down: finishing accounts in flight');
     setTimeout(() => hardStop.abort(new Error('shutdown timeout')), cfg.daemon.shutdownTimeoutMs).unref();
@@ -438,17 +359,13 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
   } finally {
     clearInterval(summaryTimer);
     loopDelay.disable();
-    background.abort();
     // Webhooks first: Tencent has had its OK for every mark still queued and will not send them
     // again, so the receiver stops taking new ones and the queue writes what it holds.
     await callbackServer?.close();
     await markQueue.close();
-    await budgetRun;
-    const released = await releaseLeases(db, replicaId).catch(() => 0);
-    await session.close();
+    const released = await daemon.stop();
     await listener.close();
     await admin.close();
-    await calls.close();
     log.info({ released }, 'daemon stopped');
   }
   return fatalMessage ? EXIT.usage : EXIT.ok;

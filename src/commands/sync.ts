@@ -1,17 +1,12 @@
 /**
- * `friend-mirror sync` (one pass) and `friend-mirror run` (passes until stopped).
+ * `friend-mirror sync`: one pass over the due, all or named accounts, and its report.
  */
-import { randomBytes } from 'node:crypto';
-import { hostname } from 'node:os';
 import type { Kysely } from 'kysely';
-import { passDepsFrom, timCallsFrom } from '../app.js';
 import type { SyncConfig, TimConfig } from '../config.js';
+import { openDaemon } from '../daemon.js';
 import { type AccountSelection, selectAccounts, unknownAccountIds } from '../db/accounts.js';
-import { claimAccount, releaseLeases } from '../db/leases.js';
-import { ReplicaSession } from '../db/replicas.js';
+import { claimAccount } from '../db/leases.js';
 import type { Database } from '../db/schema.js';
-import { dropGraceMs, ReplicaBudget } from '../sync/budget.js';
-import { sleep } from '../sync/limiter.js';
 import { createOutcomeReporter, type OutcomeReporterOptions } from '../sync/outcome-report.js';
 import { type PassDeps, type PassProgress, type PassSummary, runPass } from '../sync/pass.js';
 import { TimError } from '../tim/errors.js';
@@ -134,60 +129,23 @@ export async function syncCommand(
     if (unknown.length === opts.ids.length) return EXIT.failed;
   }
   const accounts = await selectAccounts(db, selection);
-  // A one-shot pass takes its share of the budget like a daemon replica, so running `sync` next to
-  // daemons never pushes the app over TIM_RATE_LIMIT: it starts at 0 until the budget says more.
-  const calls = timCallsFrom(cfg.tim, cfg.sync, ctx.log, { ratePerSecond: 0 });
-  // Unique per run: a second `sync` in the same process (tests, or a pid reused) must not take the
-  // first one's leases for its own.
-  const owner = `sync-${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
-  const deps = passDepsFrom(db, calls, cfg.sync, ctx.log);
-  // Registered like a daemon, so if this process dies its leases are free at once (db/leases.ts).
-  const session = new ReplicaSession(db, {
-    replicaId: owner,
-    hostname: hostname(),
-    pid: process.pid,
-    ttlMs: 5_000,
-    onLost: (err) => {
-      ctx.log.warn(
-        { err: { message: err.message } },
-        'registry connection lost: no calls until registered again',
-      );
-      budget.lost();
-    },
-  });
-  const budget = new ReplicaBudget({
-    replicaId: owner,
-    limit: cfg.tim.rateLimitPerSecond,
-    heartbeat: (peers, callsPerSecond) => session.heartbeat(peers, callsPerSecond),
-    live: () => session.live(),
-    dropGraceMs: dropGraceMs(cfg.tim.rateJitterMs),
-    setRate: (rate) => deps.limiter.setRate(rate),
-    now: () => performance.now(),
-    sleep,
-    fastStartWhenAlone: true,
-    onChange: (rate, peers) =>
-      ctx.log.info({ rate, peers }, `call budget share: ${rate}/s with ${peers} replica(s)`),
-  });
-  const stopBudget = new AbortController();
-  const budgetRun = budget.run(stopBudget.signal);
+  // A one-shot pass takes its share of the budget and registers like a daemon replica: running
+  // `sync` next to daemons never pushes the app over TIM_RATE_LIMIT, and if this process dies its
+  // leases are free at once.
+  const daemon = openDaemon(ctx, db, cfg, { oneShot: true });
+  daemon.start();
   try {
-    // Our leases must never look like a dead replica's to a daemon freeing those.
-    const stopWaiting = new AbortController();
-    await Promise.race([
-      session.whenRegistered(AbortSignal.any([ctx.signal, stopWaiting.signal])),
-      sleep(REGISTER_WAIT_MS, ctx.signal).catch(() => {}),
-    ]);
-    stopWaiting.abort();
+    await daemon.waitRegistered(REGISTER_WAIT_MS, ctx.signal);
     const summary = await runPass(
       {
-        ...deps,
+        ...daemon.passDeps,
         signal: ctx.signal,
         // A live replica's lease ends within SYNC_LEASE of its claim, which came before we saw it.
         busyWaitMs: cfg.sync.leaseMs + BUSY_WAIT_MARGIN_MS,
         onAccount: progressLogger(ctx, 5_000, { discoverMaxAccounts: cfg.sync.discoverMaxAccounts }),
         claim: (id) =>
           claimAccount(db, id, {
-            owner,
+            owner: daemon.replicaId,
             leaseMs: cfg.sync.leaseMs,
             reconcile: { intervalMs: cfg.sync.reconcileIntervalMs },
           }),
@@ -202,11 +160,6 @@ export async function syncCommand(
     return exitCodeOf(summary);
   } finally {
     ctx.progress?.done();
-    stopBudget.abort();
-    await budgetRun;
-    // Accounts claimed but never recorded (a pass stopped early) are due again at once.
-    await releaseLeases(db, owner).catch(() => {});
-    await session.close();
-    await calls.close();
+    await daemon.stop();
   }
 }

@@ -11,7 +11,13 @@ import type { NextSync } from '../db/snapshot-types.js';
 import { TimError } from '../tim/errors.js';
 import type { FriendGetPage, FriendGetRequest } from '../tim/friend-get.js';
 import type { FriendGetCall } from '../tim/friend-pull.js';
-import { type AccountSyncOutcome, type DiscoverOptions, mustStopPass, syncAccount } from './account-sync.js';
+import {
+  type AccountSyncDeps,
+  type AccountSyncOutcome,
+  type DiscoverOptions,
+  mustStopPass,
+  syncAccount,
+} from './account-sync.js';
 import { type Limiter, sleep } from './limiter.js';
 import { type RetryOptions, withRetries } from './retry.js';
 
@@ -114,6 +120,27 @@ export function limitedCall(
 }
 
 /**
+ * What one account's sync needs from a pass's dependencies, with `call` (see {@link limitedCall})
+ * made for the pass or, in the daemon, for the account. The one place pass options reach
+ * {@link syncAccount}.
+ */
+export function accountSyncDeps(
+  deps: Omit<PassDeps, 'signal' | 'onAccount'>,
+  call: FriendGetCall,
+  writer: FriendWriter,
+): AccountSyncDeps {
+  return {
+    db: deps.db,
+    writer,
+    call,
+    nextSync: deps.nextSync,
+    maxPages: deps.maxPages,
+    ...(deps.missingRecheckMs !== undefined ? { missingRecheckMs: deps.missingRecheckMs } : {}),
+    ...(deps.discover ? { discover: deps.discover } : {}),
+  };
+}
+
+/**
  * Syncs `accounts` once each. An account's failure is recorded on it and counted; only errors that
  * concern every account (bad configuration, a UserSig lockout that outlasted every retry's 61 s
  * pause, a refusal such as a proxy's HTTP 403, shutdown: see `mustStopPass`) stop the pass, and
@@ -170,18 +197,7 @@ export async function runPass(deps: PassDeps, accounts: readonly AccountSyncStat
           return;
         }
         if (waiting) progress.waited++;
-        const outcome = await syncAccount(
-          {
-            db: deps.db,
-            writer,
-            call,
-            nextSync: deps.nextSync,
-            maxPages: deps.maxPages,
-            ...(deps.missingRecheckMs !== undefined ? { missingRecheckMs: deps.missingRecheckMs } : {}),
-            ...(deps.discover ? { discover: deps.discover } : {}),
-          },
-          claimed,
-        );
+        const outcome = await syncAccount(accountSyncDeps(deps, call, writer), claimed);
         progress.done++;
         progress[outcome.result]++;
         progress.friendsWritten += outcome.friendsWritten;
