@@ -20,7 +20,12 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { ensureEmbeddedPostgresSymlinks, PASSWORD_FILE, startEmbeddedPostgres } from '../src/db/embedded.js';
-import { createTestDatabase, LeakedSessionsError, type TestDatabase, testDatabaseName } from './support/db.js';
+import {
+  createTestDatabase,
+  LeakedSessionsError,
+  type TestDatabase,
+  testDatabaseName,
+} from './support/db.js';
 
 async function query<T extends pg.QueryResultRow>(url: string, sql: string): Promise<T[]> {
   const client = new pg.Client({ connectionString: url });

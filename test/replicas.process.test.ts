@@ -370,7 +370,9 @@ describe('three replicas sharing one budget', () => {
     killedAt: number,
   ): Promise<{ at: number | undefined; shares: number[] }> {
     const shareOf = async (url: string) =>
-      Number(/^tim_mirror_call_share_per_second (\S+)$/m.exec(await (await fetch(`${url}/metrics`)).text())?.[1]);
+      Number(
+        /^tim_mirror_call_share_per_second (\S+)$/m.exec(await (await fetch(`${url}/metrics`)).text())?.[1],
+      );
     let shares: number[] = [];
     while (Date.now() - killedAt < 10_000) {
       shares = await Promise.all(adminUrls.map(shareOf));

@@ -7,7 +7,7 @@
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { SCHEMA_DUMP_COMMAND, SCHEMA_DUMP_PATH, dumpSchema } from '../scripts/lib/schema-dump.js';
+import { dumpSchema, SCHEMA_DUMP_COMMAND, SCHEMA_DUMP_PATH } from '../scripts/lib/schema-dump.js';
 import { migrateToLatest } from '../src/db/migrate.js';
 import { createDb } from '../src/db/pool.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';

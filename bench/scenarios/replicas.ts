@@ -94,7 +94,10 @@ export async function runReplicas(adminUrl: string, s: ReplicasSettings): Promis
       await sim.clearCalls();
       const since = new Date();
       await start();
-      const done = await waitUntil(async () => (await syncedSince(db, since)) === ids.length, SWEEP_TIMEOUT_MS);
+      const done = await waitUntil(
+        async () => (await syncedSince(db, since)) === ids.length,
+        SWEEP_TIMEOUT_MS,
+      );
       if (!done) throw new Error(`replicas: the ${label} sweep did not finish:\n${tails(replicas)}`);
       const failing = await count(db, sql`failures > 0 OR status = 'failing'`);
       const m: ReplicaSweep = { label, calls: callStats(await sim.calls()), synced: ids.length, failing };
@@ -189,7 +192,9 @@ async function count(
   where: ReturnType<typeof sql>,
   table: 'tim.accounts' | 'tim.friends' = 'tim.accounts',
 ): Promise<number> {
-  const r = await sql<{ n: string }>`SELECT count(*) AS n FROM ${sql.table(table)} WHERE ${where}`.execute(db);
+  const r = await sql<{ n: string }>`SELECT count(*) AS n FROM ${sql.table(table)} WHERE ${where}`.execute(
+    db,
+  );
   return Number(r.rows[0]?.n ?? 0);
 }
 

@@ -54,9 +54,9 @@ async function dumpInTransaction(client: Query): Promise<string> {
     '',
   ];
 
-  const migrations = (await rows<{ present: boolean }>(`select to_regclass($1) is not null as present`, [
-    MIGRATION_TABLE,
-  ]))[0]?.present
+  const migrations = (
+    await rows<{ present: boolean }>(`select to_regclass($1) is not null as present`, [MIGRATION_TABLE])
+  )[0]?.present
     ? await rows<{ name: string }>(`select name from ${MIGRATION_TABLE} order by name collate "C"`)
     : [];
   out.push('-- Migrations applied:');
@@ -123,7 +123,13 @@ async function types(rows: Rows, out: string[]): Promise<void> {
 
 /** Tables with their columns, constraints, indexes, triggers, comments and privileges; sequences. */
 async function tables(rows: Rows, out: string[]): Promise<void> {
-  const rels = await rows<{ oid: number; name: string; kind: string; comment: string | null; acl: string | null }>(
+  const rels = await rows<{
+    oid: number;
+    name: string;
+    kind: string;
+    comment: string | null;
+    acl: string | null;
+  }>(
     `select c.oid, format('%I.%I', n.nspname, c.relname) as name, c.relkind as kind,
             obj_description(c.oid, 'pg_class') as comment, c.relacl::text as acl
        from pg_class c join pg_namespace n on n.oid = c.relnamespace
