@@ -147,68 +147,68 @@ CREATE UNIQUE INDEX replicas_pkey ON tim.replicas USING btree (replica_id);
 
 -- tim.account_sync_health: account_id text, status text, friend_count integer, last_synced_at timestamp with time zone, since_last_sync interval, overdue interval, next_sync_at timestamp with time zone, last_attempt_at timestamp with time zone, consecutive_failures integer, last_error text, lease_owner text, lease_expires_at timestamp with time zone
 CREATE VIEW tim.account_sync_health AS
- SELECT accounts.account_id,
-    accounts.status,
-    accounts.friend_count,
-    accounts.last_synced_at,
-    now() - accounts.last_synced_at AS since_last_sync,
+ SELECT account_id,
+    status,
+    friend_count,
+    last_synced_at,
+    now() - last_synced_at AS since_last_sync,
         CASE
-            WHEN (accounts.status <> ALL (ARRAY['disabled'::text, 'missing'::text])) AND accounts.next_sync_at > '-infinity'::timestamp with time zone AND accounts.next_sync_at < now() THEN now() - accounts.next_sync_at
+            WHEN (status <> ALL (ARRAY['disabled'::text, 'missing'::text])) AND next_sync_at > '-infinity'::timestamp with time zone AND next_sync_at < now() THEN now() - next_sync_at
             ELSE '00:00:00'::interval
         END AS overdue,
-    accounts.next_sync_at,
-    accounts.last_attempt_at,
-    accounts.failures AS consecutive_failures,
-    accounts.last_error,
-    accounts.lease_owner,
-    accounts.lease_expires_at
+    next_sync_at,
+    last_attempt_at,
+    failures AS consecutive_failures,
+    last_error,
+    lease_owner,
+    lease_expires_at
    FROM tim.accounts;
 COMMENT ON VIEW tim.account_sync_health IS 'Per account: state, time since the last successful sync, how late it is, consecutive failures and the last error.';
 
 -- tim.add_sources: add_source text, friends bigint, share numeric
 CREATE VIEW tim.add_sources AS
- SELECT friends.add_source,
+ SELECT add_source,
     count(*) AS friends,
     round(count(*)::numeric / sum(count(*)) OVER (), 4) AS share
    FROM tim.friends
-  GROUP BY friends.add_source;
+  GROUP BY add_source;
 COMMENT ON VIEW tim.add_sources IS 'How current friendships were made (Tag_SNS_IM_AddSource): friends per value and their share, 0..1; NULL when Tencent sent none.';
 
 -- tim.daily_friend_changes: day date, added bigint, removed bigint, changed bigint
 CREATE VIEW tim.daily_friend_changes AS
- SELECT (friend_events.observed_at AT TIME ZONE 'UTC'::text)::date AS day,
-    count(*) FILTER (WHERE friend_events.kind = 'added'::text) AS added,
-    count(*) FILTER (WHERE friend_events.kind = 'removed'::text) AS removed,
-    count(*) FILTER (WHERE friend_events.kind = 'changed'::text) AS changed
+ SELECT (observed_at AT TIME ZONE 'UTC'::text)::date AS day,
+    count(*) FILTER (WHERE kind = 'added'::text) AS added,
+    count(*) FILTER (WHERE kind = 'removed'::text) AS removed,
+    count(*) FILTER (WHERE kind = 'changed'::text) AS changed
    FROM tim.friend_events
-  WHERE friend_events.kind <> 'baseline'::text
-  GROUP BY ((friend_events.observed_at AT TIME ZONE 'UTC'::text)::date);
+  WHERE kind <> 'baseline'::text
+  GROUP BY ((observed_at AT TIME ZONE 'UTC'::text)::date);
 COMMENT ON VIEW tim.daily_friend_changes IS 'Friends added, removed and changed per UTC day, as the mirror observed them (tim.friend_events; baselines left out).';
 
 -- tim.friend_counts: account_id text, friend_count integer, status text, last_synced_at timestamp with time zone, last_changed_at timestamp with time zone
 CREATE VIEW tim.friend_counts AS
- SELECT accounts.account_id,
-    accounts.friend_count,
-    accounts.status,
-    accounts.last_synced_at,
-    accounts.last_changed_at
+ SELECT account_id,
+    friend_count,
+    status,
+    last_synced_at,
+    last_changed_at
    FROM tim.accounts;
 COMMENT ON VIEW tim.friend_counts IS 'Friends per mirrored account (tim.accounts.friend_count, kept by every apply).';
 
 -- tim.live_replicas: replica_id text, hostname text, pid integer, started_at timestamp with time zone, heartbeat_at timestamp with time zone, expires_at timestamp with time zone, peers integer, peers_since timestamp with time zone, calls_per_second integer, lock_key bigint
 CREATE VIEW tim.live_replicas AS
- SELECT r.replica_id,
-    r.hostname,
-    r.pid,
-    r.started_at,
-    r.heartbeat_at,
-    r.expires_at,
-    r.peers,
-    r.peers_since,
-    r.calls_per_second,
-    r.lock_key
+ SELECT replica_id,
+    hostname,
+    pid,
+    started_at,
+    heartbeat_at,
+    expires_at,
+    peers,
+    peers_since,
+    calls_per_second,
+    lock_key
    FROM tim.replicas r
-  WHERE r.expires_at > now() AND (r.lock_key IS NULL OR (EXISTS ( SELECT 1
+  WHERE expires_at > now() AND (lock_key IS NULL OR (EXISTS ( SELECT 1
            FROM pg_locks l
           WHERE l.locktype = 'advisory'::text AND l.granted AND l.objsubid = 1 AND l.database = (( SELECT d.oid
                    FROM pg_database d

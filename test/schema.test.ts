@@ -7,7 +7,12 @@
 import { readFileSync } from 'node:fs';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
-import { dumpSchema, SCHEMA_DUMP_COMMAND, SCHEMA_DUMP_PATH } from '../scripts/lib/schema-dump.js';
+import {
+  dumpSchema,
+  normaliseViewDef,
+  SCHEMA_DUMP_COMMAND,
+  SCHEMA_DUMP_PATH,
+} from '../scripts/lib/schema-dump.js';
 import { migrateToLatest } from '../src/db/migrate.js';
 import { createDb } from '../src/db/pool.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
@@ -48,11 +53,48 @@ describe('the migrated schema', () => {
     await client.query('set search_path = tim, public');
     try {
       const inTim = await dumpSchema(client);
-      expect((await client.query<{ p: string }>('show search_path')).rows[0]!.p).toBe('tim, public');
+      expect((await client.query<{ search_path: string }>('show search_path')).rows[0]!.search_path).toBe(
+        'tim, public',
+      );
       await client.query('reset search_path');
       expect(await dumpSchema(client)).toBe(inTim);
     } finally {
       await client.query('reset search_path');
     }
+  });
+});
+
+describe('view definitions', () => {
+  // tim.live_replicas as PostgreSQL 15 and 18 deparse it.
+  const pg15 = ` SELECT r.replica_id,
+    r.pid
+   FROM tim.replicas r
+  WHERE r.expires_at > now() AND (r.lock_key IS NULL OR (EXISTS ( SELECT 1
+           FROM pg_locks l
+          WHERE l.granted AND ((l.classid::bigint << 32) | l.objid::bigint) = r.lock_key)));`;
+  const pg18 = ` SELECT replica_id,
+    pid
+   FROM tim.replicas r
+  WHERE expires_at > now() AND (lock_key IS NULL OR (EXISTS ( SELECT 1
+           FROM pg_locks l
+          WHERE l.granted AND ((l.classid::bigint << 32) | l.objid::bigint) = r.lock_key)));`;
+
+  it('read the same from PostgreSQL 15 and 18: one relation, qualified only inside subqueries', () => {
+    expect(normaliseViewDef(pg15)).toBe(normaliseViewDef(pg18));
+    expect(normaliseViewDef(pg18)).toBe(pg18.replace(/;$/, ''));
+  });
+
+  it('keep the qualifiers of a join, of strings and of other names', () => {
+    const join = ` SELECT a.account_id AS account_a,
+    b.account_id AS account_b
+   FROM tim.friends a
+     JOIN tim.friends b ON b.account_id = a.friend_id;`;
+    expect(normaliseViewDef(join)).toBe(join.replace(/;$/, ''));
+    const strings = ` SELECT 'accounts.x'::text AS s,
+    data.accounts.y
+   FROM tim.accounts;`;
+    expect(normaliseViewDef(strings)).toBe(` SELECT 'accounts.x'::text AS s,
+    data.accounts.y
+   FROM tim.accounts`);
   });
 });

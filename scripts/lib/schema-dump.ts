@@ -293,15 +293,74 @@ async function functions(rows: Rows, out: string[]): Promise<void> {
 }
 
 /**
- * `pg_get_viewdef` with trailing blanks and the final semicolon taken off, so the text reads the
- * same whichever server deparsed it.
+ * `pg_get_viewdef`, written the same whichever server deparsed it: trailing blanks and the final
+ * semicolon off, and the one difference between the servers CI uses taken out. When a query reads
+ * a single relation, PostgreSQL 15 qualifies its columns at the top level (`accounts.status`,
+ * `r.expires_at`) and 16 and later do not (`status`); the newer, shorter form is kept. Columns in
+ * subqueries stay qualified on both, and so does everything in a query that joins.
  */
-function normaliseViewDef(def: string): string {
-  return def
+export function normaliseViewDef(def: string): string {
+  const text = def
     .split('\n')
     .map((line) => line.trimEnd())
     .join('\n')
     .replace(/;\s*$/, '');
+  const alias = soleRelationAlias(text);
+  return alias ? dropTopLevelQualifier(text, alias) : text;
+}
+
+/**
+ * The alias (or the bare name) of the one relation the top-level query reads, if it reads one only:
+ * its `FROM` line is the one the deparser indents by three spaces, and a join or a second relation
+ * would follow it on a line of its own or after a comma.
+ */
+function soleRelationAlias(text: string): string | undefined {
+  const lines = text.split('\n');
+  const at = lines.findIndex((l) => /^ {3}FROM \S/.test(l));
+  if (at < 0) return undefined;
+  const m = /^ {3}FROM ((?:"[^"]*"|[^\s".])+)(?:\.((?:"[^"]*"|[^\s".])+))?(?: ((?:"[^"]*"|[^\s"])+))?$/.exec(
+    lines[at]!,
+  );
+  if (!m) return undefined;
+  const next = lines[at + 1] ?? '';
+  if (/^\s+(?:(?:LEFT|RIGHT|FULL|CROSS|NATURAL)\s+)?(?:OUTER\s+)?JOIN\b/.test(next)) return undefined;
+  return m[3] ?? m[2] ?? m[1];
+}
+
+/** `text` without `alias.` wherever that qualifies a column outside subqueries, quotes and strings. */
+function dropTopLevelQualifier(text: string, alias: string): string {
+  const prefix = `${alias}.`;
+  const parens: boolean[] = []; // per open parenthesis: does it start a subquery?
+  let out = '';
+  for (let i = 0; i < text.length; ) {
+    const c = text[i]!;
+    if (c === "'" || c === '"') {
+      const close = text.indexOf(c, i + 1);
+      const end = close < 0 ? text.length : close + 1;
+      // A doubled quote inside is the same literal going on; the loop meets it as a new one.
+      if (
+        c === '"' &&
+        text.startsWith(prefix, i) &&
+        !parens.includes(true) &&
+        !/[\w."]/.test(text[i - 1] ?? ' ')
+      ) {
+        i += prefix.length;
+        continue;
+      }
+      out += text.slice(i, end);
+      i = end;
+      continue;
+    }
+    if (c === '(') parens.push(/^\(\s*(?:SELECT|WITH|VALUES)\b/.test(text.slice(i, i + 20)));
+    if (c === ')') parens.pop();
+    if (text.startsWith(prefix, i) && !parens.includes(true) && !/[\w.$"]/.test(text[i - 1] ?? ' ')) {
+      i += prefix.length;
+      continue;
+    }
+    out += c;
+    i++;
+  }
+  return out;
 }
 
 function comment(out: string[], what: string, text: string | null): void {
