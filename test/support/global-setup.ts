@@ -63,6 +63,8 @@ async function dropForgottenDatabases(url: string, runId: string): Promise<void>
       await client.query(`drop database if exists ${client.escapeIdentifier(name)} with (force)`);
     }
     if (names.length > 0) {
+      // vitest 4.1 prints an error thrown by a teardown but still exits 0: fail the run explicitly.
+      process.exitCode = 1;
       throw new Error(
         `test database(s) never dropped: ${names.join(', ')}. Each file that calls createTestDatabase() ` +
           'must await drop() in its afterAll, after closing what it opened on it (dropped now with FORCE).',
