@@ -41,7 +41,8 @@ describe('the migrated schema', () => {
   it(`equals ${SCHEMA_DUMP_PATH}`, async () => {
     const dumped = await dumpSchema(client);
     const checkedIn = readFileSync(new URL(`../${SCHEMA_DUMP_PATH}`, import.meta.url), 'utf8');
-    const server = (await client.query<{ v: string }>('show server_version')).rows[0]!.v;
+    const server = (await client.query<{ v: string }>(`select current_setting('server_version') as v`))
+      .rows[0]!.v;
     expect(
       dumped,
       `${SCHEMA_DUMP_PATH} is not the schema the migrations make (PostgreSQL ${server}; - checked in, + migrated). ` +
