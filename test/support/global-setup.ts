@@ -36,10 +36,16 @@ const CONTAINER_IMAGE = 'postgres:16-alpine';
  * Starts (or finds) the server, provides its URL, and returns the teardown. The teardown fails the
  * run when a database of this run is still there: a test file that never called `drop()` (a drop
  * that found leaked sessions already failed its own file, see `./db.ts`).
+ *
+ * Vitest calls this once per project (vitest.config.ts has two), in the same process: the first
+ * call chooses the server and the others share it, so a run starts one embedded server or container,
+ * not one per project; the last teardown stops it.
  */
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
-  const server = await chooseServer();
-  console.log(`[test-db] ${server.why}`);
+  const shared = sharedServer();
+  shared.users++;
+  const server = await shared.server;
+  console.log(`[test-db] ${project.name || '(root)'}: ${server.why}`);
   const runId = randomBytes(6).toString('hex');
   project.provide('adminDatabaseUrl', server.url);
   project.provide('testRunId', runId);
@@ -47,9 +53,22 @@ export default async function setup(project: TestProject): Promise<() => Promise
     try {
       await dropForgottenDatabases(server.url, runId);
     } finally {
-      await server.stop?.();
+      if (--shared.users === 0) {
+        delete (globalThis as SharedSlot)[SHARED];
+        await server.stop?.();
+      }
     }
   };
+}
+
+const SHARED = Symbol.for('tim-friend-mirror/test-db-server');
+type SharedSlot = { [SHARED]?: { server: Promise<ChosenServer>; users: number } };
+
+/** The run's server, chosen by the first project's setup (globalThis: each project loads this file anew). */
+function sharedServer(): { server: Promise<ChosenServer>; users: number } {
+  const slot = globalThis as SharedSlot;
+  slot[SHARED] ??= { server: chooseServer(), users: 0 };
+  return slot[SHARED];
 }
 
 /** Drops this run's databases that are still there, then throws naming them, if there were any. */
