@@ -1,8 +1,9 @@
 /**
  * `npm run bench`: measures the mirror against the quota (issue #5) and writes BENCHMARKS.md.
- * `npm run bench:ci`: a small full sweep that fails only on gross regressions (bench/lib/guard.ts).
+ * `npm run bench:ci`: a small full sweep and three replicas sharing the budget, which fail only on
+ * gross regressions (bench/lib/guard.ts).
  *
- * usage: node dist/bench/run.js [--ci] [--only full,incremental,ceiling,scheduler,freshness,status] [--no-write]
+ * usage: node dist/bench/run.js [--ci] [--only full,incremental,ceiling,scheduler,freshness,status,replicas] [--no-write]
  *
  * Settings: BENCH_* variables (bench/lib/settings.ts); the mirror's SYNC_CONCURRENCY,
  * DATABASE_POOL_SIZE, TIM_RATE_JITTER_MS, TIM_TIMEOUT_MS and TIM_CALL_THREAD pass through to it
@@ -14,7 +15,7 @@ import { writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadTimConfig } from '../src/config.js';
-import { evaluateGuard } from './lib/guard.js';
+import { BREAKDOWN_UTILISATION, evaluateGuard } from './lib/guard.js';
 import { type MachineInfo, machineInfo } from './lib/machine.js';
 import { percentile } from './lib/percentile.js';
 import { type BenchServer, chooseServer } from './lib/postgres.js';
@@ -23,11 +24,12 @@ import { type BenchSettings, envPrefix, readSettings } from './lib/settings.js';
 import { SIM_NICE } from './lib/simulator.js';
 import { type CeilingResult, runCeiling, type WriteTiming } from './scenarios/ceiling.js';
 import { type FreshnessResult, freshnessLines, runFreshness } from './scenarios/freshness.js';
+import { type ReplicasResult, replicaLines, runReplicas } from './scenarios/replicas.js';
 import { runScheduler, type SchedulerResult } from './scenarios/scheduler.js';
 import { runStatus, type StatusResult, statusLines } from './scenarios/status.js';
 import { type PassMeasure, runSweep, type SweepResult } from './scenarios/sweep.js';
 
-const ALL = ['full', 'incremental', 'ceiling', 'scheduler', 'freshness', 'status'] as const;
+const ALL = ['full', 'incremental', 'ceiling', 'scheduler', 'freshness', 'status', 'replicas'] as const;
 type Scenario = (typeof ALL)[number];
 
 /**
@@ -74,6 +76,8 @@ interface Results {
   freshnessCommand?: string;
   status?: StatusResult;
   statusCommand?: string;
+  replicas?: ReplicasResult;
+  replicasCommand?: string;
 }
 
 /**
@@ -91,6 +95,23 @@ function freshnessSettings(settings: BenchSettings) {
     maxFriends: n('MAX_FRIENDS', 200),
     intervalSeconds: n('INTERVAL_SECONDS', 30),
     changes: n('CHANGES', 40),
+  };
+}
+
+/**
+ * The replicas scenario: three daemons, and small accounts (about one page each) so that the work
+ * per call is light and what is judged is the budget's sharing keeping the pipe busy, with the
+ * apply of many small first syncs. `BENCH_REPLICAS_*` override it.
+ */
+function replicasSettings(settings: BenchSettings) {
+  const n = (name: string, dflt: number) => Number(process.env[`BENCH_REPLICAS_${name}`] ?? dflt);
+  return {
+    ...settings,
+    ...APP,
+    replicas: n('COUNT', 3),
+    accounts: n('ACCOUNTS', 1500),
+    meanFriends: n('MEAN_FRIENDS', 2),
+    maxFriends: n('MAX_FRIENDS', 10),
   };
 }
 
@@ -116,7 +137,11 @@ async function main(): Promise<number> {
   });
   const ci = values.ci === true;
   const only = new Set<Scenario>(
-    values.only ? (values.only.split(',').map((s) => s.trim()) as Scenario[]) : ci ? ['full'] : [...ALL],
+    values.only
+      ? (values.only.split(',').map((s) => s.trim()) as Scenario[])
+      : ci
+        ? ['full', 'replicas']
+        : [...ALL],
   );
   for (const s of only)
     if (!ALL.includes(s)) throw new Error(`unknown scenario ${s}; expected ${ALL.join(',')}`);
@@ -182,6 +207,12 @@ async function main(): Promise<number> {
       out(`\n## status   $ ${r.statusCommand}`);
       for (const l of statusLines(r.status)) out(`  ${l}`);
     }
+    if (only.has('replicas')) {
+      r.replicasCommand = `${envPrefix(settings)}${base}${onlyArg(['replicas'])}`;
+      r.replicas = await runReplicas(server.adminUrl, { ...replicasSettings(settings), say });
+      out(`\n## replicas   $ ${r.replicasCommand}`);
+      for (const l of replicaLines(r.replicas)) out(`  ${l}`);
+    }
   } finally {
     await server.stop();
   }
@@ -200,7 +231,9 @@ async function main(): Promise<number> {
 
   if (ci) {
     const full = r.sweep?.full;
-    if (!full) return 1;
+    if (!full && only.has('full')) return 1;
+    const replicasOk = only.has('replicas') ? judgeReplicas(r.replicas, settings.rateLimit) : true;
+    if (!full) return replicasOk ? 0 : 1;
     const judge = (m: PassMeasure) =>
       evaluateGuard(m.calls, settings.rateLimit, {
         foreignCores: m.cpu.other,
@@ -219,7 +252,7 @@ async function main(): Promise<number> {
     }
     out();
     for (const line of verdict.lines) out(`bench:ci ${line}`);
-    return verdict.ok ? 0 : 1;
+    return verdict.ok && replicasOk ? 0 : 1;
   }
   if (values['no-write'] !== true && only.size === ALL.length) {
     const path = fileURLToPath(new URL('../../BENCHMARKS.md', import.meta.url));
@@ -227,6 +260,31 @@ async function main(): Promise<number> {
     say(`wrote ${path}`);
   }
   return 0;
+}
+
+/**
+ * The guard's verdict on the replicas: each sweep clean (every account synced, none failing, never
+ * above the quota, no 60007) and above a breakdown share of the quota while work remained. Only a
+ * breakdown fails, not a slow machine: the replicas' rate is CPU-bound on a small runner, and a
+ * budget that stops being shared (shares that do not add up to the quota, a replica left at 0) costs
+ * a third of it or more.
+ */
+function judgeReplicas(r: ReplicasResult | undefined, rateLimit: number): boolean {
+  out();
+  if (!r || r.sweeps.length === 0) {
+    out('bench:ci FAIL replicas: no sweep measured');
+    return false;
+  }
+  let ok = true;
+  for (const w of r.sweeps) {
+    const verdict = evaluateGuard(w.calls, rateLimit, {
+      minUtilisation: BREAKDOWN_UTILISATION,
+      sweep: { exitCode: 0, failed: w.failing, friendRows: r.friendRows },
+    });
+    for (const line of verdict.lines) out(`bench:ci replicas, ${w.label}: ${line}`);
+    ok &&= verdict.ok;
+  }
+  return ok;
 }
 
 /** Runs `work` on a freshly chosen server and stops it afterwards. */
@@ -438,6 +496,26 @@ function summaryRows(r: Results): SummaryRow[] {
       `${st.wide.medianMs.toFixed(1)} ms median, ${st.wide.p95Ms.toFixed(1)} p95`,
     );
   }
+  const rp = r.replicas;
+  if (rp) {
+    for (const w of rp.sweeps) {
+      const share = w.calls.sustainedRate / rate;
+      add(
+        `${rp.settings.replicas} replicas`,
+        `calls/s ÷ quota while work remained, ${w.label}`,
+        `${pct(share)} (${w.calls.sustainedRate.toFixed(1)}/s)`,
+        '≥ 95% (issue #3)',
+        check(share >= 0.95),
+      );
+      add(
+        `${rp.settings.replicas} replicas`,
+        `max calls in any 1 s window, ${w.label}`,
+        `${w.calls.maxInAnySecond} (60007: ${w.calls.rateLimited})`,
+        `≤ ${rate}`,
+        check(w.calls.maxInAnySecond <= rate && w.calls.rateLimited === 0),
+      );
+    }
+  }
   return rows;
 }
 
@@ -607,6 +685,7 @@ function renderMarkdown(r: Results, rows: SummaryRow[]): string {
   if (r.scheduler) block('Scheduler scale', r.schedulerCommand, schedulerLines(r.scheduler));
   if (r.freshness) block('Freshness', r.freshnessCommand, freshnessLines(r.freshness));
   if (r.status) block('Status', r.statusCommand, statusLines(r.status));
+  if (r.replicas) block('Replicas', r.replicasCommand, replicaLines(r.replicas));
   md.push('## Analysis', '');
   md.push('The running analysis lives in [bench/notes.md](bench/notes.md), written by hand; it is linked,');
   md.push('not copied, so this file holds only what the last run measured.', '');

@@ -4,7 +4,7 @@
  */
 import { describe, expect, it } from 'vitest';
 import { callStats } from '../bench/lib/calls.js';
-import { evaluateGuard } from '../bench/lib/guard.js';
+import { BREAKDOWN_UTILISATION, evaluateGuard } from '../bench/lib/guard.js';
 import type { CallRecord } from '../src/simulator/index.js';
 
 function call(at: number, account: string, errorCode = 0): CallRecord {
@@ -72,5 +72,15 @@ describe('evaluateGuard', () => {
     expect(evaluateGuard(healthy, 200, { sweep: { ...sweep, exitCode: 1 } }).ok).toBe(false);
     expect(evaluateGuard(healthy, 200, { sweep: { ...sweep, failed: 3 } }).ok).toBe(false);
     expect(evaluateGuard(healthy, 200, { sweep: { ...sweep, friendRows: 0 } }).ok).toBe(false);
+  });
+
+  it('judges the replicas against a breakdown only: slow passes, half the quota or less fails', () => {
+    const opts = { minUtilisation: BREAKDOWN_UTILISATION };
+    expect(evaluateGuard({ ...healthy, sustainedRate: 120 }, 200, opts).ok).toBe(true);
+    expect(evaluateGuard({ ...healthy, sustainedRate: 95 }, 200, opts)).toMatchObject({
+      ok: false,
+      inconclusive: false,
+    });
+    expect(evaluateGuard({ ...healthy, sustainedRate: 120, rateLimited: 1 }, 200, opts).ok).toBe(false);
   });
 });

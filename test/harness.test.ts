@@ -20,7 +20,12 @@ import path from 'node:path';
 import pg from 'pg';
 import { afterAll, describe, expect, inject, it } from 'vitest';
 import { ensureEmbeddedPostgresSymlinks, PASSWORD_FILE, startEmbeddedPostgres } from '../src/db/embedded.js';
-import { createTestDatabase, type TestDatabase, testDatabaseName } from './support/db.js';
+import {
+  createTestDatabase,
+  LeakedSessionsError,
+  type TestDatabase,
+  testDatabaseName,
+} from './support/db.js';
 
 async function query<T extends pg.QueryResultRow>(url: string, sql: string): Promise<T[]> {
   const client = new pg.Client({ connectionString: url });
@@ -73,15 +78,38 @@ describe('test databases', () => {
     expect(inB[0]?.n).toBe(0);
   });
 
-  it('drop removes the database, ends connections left open, and is safe twice', async () => {
+  it('drop removes the database and is safe twice; a pool ended just before does not count as a leak', async () => {
     const db = await createTestDatabase('harness drop');
     expect(await databaseExists(db.name)).toBe(true);
-    const leaked = new pg.Client({ connectionString: db.url });
-    leaked.on('error', () => undefined); // it is about to be terminated
-    await leaked.connect();
+    const pool = new pg.Pool({ connectionString: db.url, max: 3 });
+    await Promise.all([1, 2, 3].map(() => pool.query('select pg_sleep(0.05)')));
+    // end() resolves when the sockets close, which can be before the backends have exited.
+    await pool.end();
     await db.drop();
     await db.drop();
     expect(await databaseExists(db.name)).toBe(false);
+  });
+
+  it('drop fails, naming the database and each leaked session, and still removes the database', async () => {
+    const db = await createTestDatabase('harness leak');
+    const leaked = new pg.Client({ connectionString: db.url, application_name: 'harness-leaked-client' });
+    leaked.on('error', () => undefined); // it is about to be terminated
+    await leaked.connect();
+    await leaked.query('select 42 as leaked_marker');
+    const err = await db.drop().then(
+      () => undefined,
+      (e: unknown) => e,
+    );
+    expect(err).toBeInstanceOf(LeakedSessionsError);
+    const leak = err as LeakedSessionsError;
+    expect(leak.database).toBe(db.name);
+    expect(leak.sessions).toHaveLength(1);
+    expect(leak.message).toContain(db.name);
+    expect(leak.message).toContain('application_name "harness-leaked-client"');
+    expect(leak.message).toContain('last query: select 42 as leaked_marker');
+    expect(await databaseExists(db.name)).toBe(false);
+    // The same verdict again, without a second attempt.
+    await expect(db.drop()).rejects.toBe(err);
     await leaked.end().catch(() => undefined);
   });
 

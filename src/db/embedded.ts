@@ -69,7 +69,7 @@ export interface EmbeddedPostgres {
 /** File inside a caller-given `dataDir` that remembers the superuser password for the next start. */
 export const PASSWORD_FILE = 'friend-mirror-password';
 
-/** Generous: initdb + start take about 1.5 s on a small machine. */
+/** Generous: far longer than initdb and a start take even on a loaded machine, so only a stuck start hits it. */
 const START_TIMEOUT_MS = 60_000;
 /** A fast shutdown of an idle throwaway server takes well under a second. */
 const STOP_TIMEOUT_MS = 15_000;

@@ -150,8 +150,8 @@ function itemsJson(store: FriendStore, accountId: string, slice: PageSlice, read
 /**
  * {@link buildPage}, serialized: the same page, byte for byte as `JSON.stringify` writes it, from
  * items serialized once per change of the account. Serializing every page afresh was most of the
- * simulator's CPU per call; on the benchmark's 2-core machine that CPU is taken from the mirror and
- * Postgres, while Tencent's own servers take none of ours.
+ * simulator's CPU per call (bench/notes.md has the measurements); in the benchmark that CPU is taken
+ * from the mirror and Postgres on the same machine, while Tencent's own servers take none of ours.
  *
  * @returns undefined when the account does not exist
  */

@@ -225,7 +225,8 @@ export class ReplicaBudget {
    * Stops calls when the last good heartbeat is too old for the others to still count us. Before
    * the first decision there is nothing to stop (the limiter starts at 0). Fencing then would also
    * set the rate, and so cost a lone `sync` its fast start whenever its first heartbeat took longer
-   * than the fence timer's 250 ms: the bench saw it wait the 5 s settle period in 2 of 6 passes.
+   * than the fence timer's tick, and leave it waiting out the settle period (bench/notes.md, "a lone
+   * `sync` could lose its fast start", has the runs that showed it).
    */
   fenceIfStale(): void {
     if (this.#rate === undefined) return;

