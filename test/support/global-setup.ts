@@ -1,6 +1,8 @@
 /**
- * Vitest global setup: picks the one PostgreSQL server the whole run uses and hands its admin URL to
- * the test files, which each create their own database on it (see `./db.ts`).
+ * Vitest global setup: builds `dist/` (the CLI the process tests start, and the call-thread worker
+ * the in-process tests run: `../fixtures/build.ts`), and picks the one PostgreSQL server the whole
+ * run uses and hands its admin URL to the test files, which each create their own database on it
+ * (see `./db.ts`). Both happen once per run, at the same time, before any test file starts.
  *
  * Order, first that works:
  * 1. `TEST_DATABASE_URL`, to test against a server you chose (CI runs the suite on the machine's
@@ -10,6 +12,7 @@
  */
 import type { TestProject } from 'vitest/node';
 import { startEmbeddedPostgres } from '../../src/db/embedded.js';
+import { buildDist } from '../fixtures/build.js';
 
 declare module 'vitest' {
   export interface ProvidedContext {
@@ -29,7 +32,18 @@ const CONTAINER_IMAGE = 'postgres:16-alpine';
 
 /** Starts (or finds) the server, provides its URL, and returns the teardown. */
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
-  const server = await chooseServer();
+  const started = Date.now();
+  const [built, chosen] = await Promise.allSettled([
+    buildDist().then(() => Date.now() - started),
+    chooseServer(),
+  ]);
+  if (built.status === 'rejected') {
+    if (chosen.status === 'fulfilled') await chosen.value.stop?.();
+    throw built.reason;
+  }
+  if (chosen.status === 'rejected') throw chosen.reason;
+  const server = chosen.value;
+  console.log(`[test-build] built dist/ in ${built.value} ms`);
   console.log(`[test-db] ${server.why}`);
   project.provide('adminDatabaseUrl', server.url);
   return async () => {
