@@ -79,7 +79,10 @@ async function runDue(wrap?: (call: FriendGetCall, accountId: string) => FriendG
     const claimed = await claimDueAccounts(fx.db, { owner: 'test', limit: 50, leaseMs: 60_000 });
     if (claimed.length === 0) return;
     for (const state of claimed) {
-      const call = limitedCall({ client: fx.client, limiter: fx.limiter, retry: { attempts: 2 } }, stop.signal);
+      const call = limitedCall(
+        { client: fx.client, limiter: fx.limiter, retry: { attempts: 2 } },
+        stop.signal,
+      );
       await syncAccount(
         { db: fx.db, call: wrap ? wrap(call, state.accountId) : call, nextSync: { intervalMs: 3_600_000 } },
         state,

@@ -30,7 +30,11 @@ async function claimAndSync(
     reconcile: { intervalMs: reconcileMs },
   });
   const call = limitedCall(
-    { client: f.client, limiter: f.limiter, retry: { attempts: opts.attempts ?? 3, baseDelayMs: 1, maxDelayMs: 5 } },
+    {
+      client: f.client,
+      limiter: f.limiter,
+      retry: { attempts: opts.attempts ?? 3, baseDelayMs: 1, maxDelayMs: 5 },
+    },
     new AbortController().signal,
   );
   const gate = pLimit(16);

@@ -190,7 +190,11 @@ describe.each([
         });
       }
     }
-    f = await mirrorFixture(`sync_failures_${callThread ? 'thread' : 'inline'}`, { store, pageSize: 2 }, { callThread });
+    f = await mirrorFixture(
+      `sync_failures_${callThread ? 'thread' : 'inline'}`,
+      { store, pageSize: 2 },
+      { callThread },
+    );
     await f.addAllAccounts();
   });
   afterAll(async () => {

@@ -191,7 +191,7 @@ describe('TIM_CALL_THREAD', () => {
     const tim = { ...loadTimConfig({ ...base, ...env }), callThreadNice: 0 };
     return { calls: timCallsFrom(tim, loadSyncConfig(base), log, opts), lines };
   }
-  const warnings = (lines: { level: number }[]) => lines.filter((l) => l.level >= 40);
+  const warnings = <L extends { level: number }>(lines: L[]) => lines.filter((l) => l.level >= 40);
 
   it('by default paces and sends from the call thread, whose worker the test run compiled', async () => {
     const sim = new Simulator({

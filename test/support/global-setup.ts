@@ -32,23 +32,41 @@ const CONTAINER_IMAGE = 'postgres:16-alpine';
 
 /** Starts (or finds) the server, provides its URL, and returns the teardown. */
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
-  const started = Date.now();
-  const [built, chosen] = await Promise.allSettled([
-    buildDist().then(() => Date.now() - started),
-    chooseServer(),
-  ]);
+  const [built, chosen] = await Promise.allSettled([buildOnce(project), chooseServer()]);
   if (built.status === 'rejected') {
     if (chosen.status === 'fulfilled') await chosen.value.stop?.();
     throw built.reason;
   }
   if (chosen.status === 'rejected') throw chosen.reason;
   const server = chosen.value;
-  console.log(`[test-build] built dist/ in ${built.value} ms`);
   console.log(`[test-db] ${server.why}`);
   project.provide('adminDatabaseUrl', server.url);
   return async () => {
     await server.stop?.();
   };
+}
+
+const BUILD = Symbol.for('tim-friend-mirror.test-build');
+
+/**
+ * The run's one build. Vitest calls this setup once per project (in-process, processes), in its own
+ * process but with a module instance per project, so the build is remembered on globalThis. In
+ * watch mode the sources change between reruns, so each rerun builds again first.
+ */
+function buildOnce(project: TestProject): Promise<void> {
+  const g = globalThis as { [BUILD]?: Promise<void> };
+  if (g[BUILD]) return g[BUILD];
+  const build = async () => {
+    const started = Date.now();
+    await buildDist();
+    console.log(`[test-build] built dist/ in ${Date.now() - started} ms`);
+  };
+  project.onTestsRerun(async () => {
+    g[BUILD] = build();
+    await g[BUILD];
+  });
+  g[BUILD] = build();
+  return g[BUILD];
 }
 
 async function chooseServer(): Promise<ChosenServer> {
