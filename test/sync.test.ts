@@ -157,8 +157,8 @@ describe.each(READINGS)('sync, sequence reading %s', (sequenceReading) => {
   });
 });
 
-// Failures meet the call path at its seams (errors and timeouts carried back from the thread, the
-// rate guarantee), so these run on both: the call thread (the default) and TIM_CALL_THREAD=false.
+// Failures meet the call path at its seams (errors and timeouts carried back from the thread), so
+// these run on both: the call thread (the default) and TIM_CALL_THREAD=false.
 describe.each([
   ['the call thread', true],
   ['this thread', false],
@@ -283,7 +283,10 @@ describe.each([
     expect(await f.diffAll()).toEqual([]);
   });
 
-  it('never exceeds the rate limit in any one-second window', async () => {
+  // Only paced on this thread: the simulator stamps arrivals on this thread's event loop, which the
+  // call thread does not wait on, so behind a stall here the stamps of calls it sent on time bunch
+  // up. The call thread's quota at a simulator in a process of its own: call-thread.process.test.ts.
+  it.skipIf(callThread)('never exceeds the rate limit in any one-second window', async () => {
     f.sim.configure({ rateLimit: 40 });
     f.sim.clearCalls();
     await f.db.updateTable('tim.accounts').set({ standard_sequence: null, custom_sequence: null }).execute();
