@@ -64,14 +64,20 @@ function logPriorityOnce(log: Logger): (report: PriorityReport) => void {
  * With `TIM_CALL_THREAD` (the default) both are faces of one call thread (sync/call-thread.ts): the
  * client's transport paces each call in the thread's limiter, and the limiter returned here only
  * forwards controls to it. Neither works with a partner made elsewhere, so they are made here, together.
- * When the compiled worker is missing (running from TypeScript sources, as the tests do), or with
- * `TIM_CALL_THREAD=false`, it is a {@link CallLimiter} and a client that sends in this thread.
+ * With `TIM_CALL_THREAD=false` it is a {@link CallLimiter} and a client that sends in this thread; so
+ * it is, with a warning, when the compiled worker is missing (a packaging fault: it ships with the
+ * rest of `dist/`), since calls paced in this thread still keep the rate guarantee.
  */
 export function timCallsFrom(
   cfg: TimConfig,
   sync: SyncConfig,
   log: Logger,
-  opts: { ratePerSecond?: number; onCall?: TimClientOptions['onCall'] } = {},
+  opts: {
+    ratePerSecond?: number;
+    onCall?: TimClientOptions['onCall'];
+    /** The call thread's worker entry; default the compiled one (see {@link openCallThread}). */
+    workerUrl?: URL;
+  } = {},
 ): TimCalls {
   const ratePerSecond = opts.ratePerSecond ?? cfg.rateLimitPerSecond;
   // Each account in flight has at most one call open at a time.
@@ -95,6 +101,7 @@ export function timCallsFrom(
       ratePerSecond,
       jitterMs: cfg.rateJitterMs,
       nice: cfg.callThreadNice,
+      ...(opts.workerUrl ? { workerUrl: opts.workerUrl } : {}),
       onPriority: (report) => {
         appliedNice = { wanted: report.wanted, nice: report.nice };
         logPriority(report);
@@ -119,9 +126,10 @@ export function timCallsFrom(
         close: () => client.close(),
       };
     }
-    log.debug(
+    log.warn(
       { reason: opened.unavailable },
-      'call thread unavailable; pacing and sending calls in this thread',
+      'the call thread cannot start: its compiled worker is missing (a packaging fault); ' +
+        'pacing and sending calls in this thread instead',
     );
   }
   const client = new TimClient(clientOptions);

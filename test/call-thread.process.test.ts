@@ -1,7 +1,7 @@
 /**
- * The call thread with its real, compiled worker (`dist/src/sync/call-thread-worker.js`; from the
- * TypeScript sources the mirror falls back to pacing in-thread, so the tests in `src` never start
- * it). The simulator runs as its own process, as Tencent would: its arrival times are not delayed
+ * The call thread with its real, compiled worker (`dist/src/sync/call-thread-worker.js`, which the
+ * in-process tests run too), driven from the compiled main-thread side as the CLI runs it. The
+ * simulator runs as its own process, as Tencent would: its arrival times are not delayed
  * by this test's event loop, and they show calls leaving while this thread is blocked.
  *
  * Checked: calls are paced and sent from the thread (they keep arriving while the main thread is

@@ -15,7 +15,6 @@ import { type CallbackServer, startCallbackServer } from '../src/http/callback-s
 import { createLogger } from '../src/log.js';
 import { FriendStore } from '../src/simulator/index.js';
 import { syncAccount } from '../src/sync/account-sync.js';
-import { CallLimiter } from '../src/sync/limiter.js';
 import { limitedCall } from '../src/sync/pass.js';
 import { ResyncQueue } from '../src/sync/resync-queue.js';
 import { CallbackVerifier } from '../src/tim/callback-sign.js';
@@ -28,7 +27,6 @@ const TAGS = { standard: { Tag_SNS_IM_AddSource: 'AddSource_Type_Web', Tag_SNS_I
 let fx: MirrorFixture;
 let queue: ResyncQueue;
 let receiver: CallbackServer;
-let limiter: CallLimiter;
 const stop = new AbortController();
 
 beforeAll(async () => {
@@ -43,7 +41,6 @@ beforeAll(async () => {
     store.addFriend(b, a, TAGS);
   }
   fx = await mirrorFixture('callback_coalescing', { store });
-  limiter = new CallLimiter({ ratePerSecond: 1000, jitterMs: 0 });
   queue = new ResyncQueue({
     mark: async (ids) => {
       await requestResync(fx.db, { ids }, { full: false });
@@ -67,7 +64,6 @@ afterAll(async () => {
   stop.abort();
   await receiver?.close();
   await queue?.close();
-  await limiter?.stop();
   await fx?.close();
 });
 
@@ -85,7 +81,10 @@ async function runDue(wrap?: (call: FriendGetCall, accountId: string) => FriendG
     const claimed = await claimDueAccounts(fx.db, { owner: 'test', limit: 50, leaseMs: 60_000 });
     if (claimed.length === 0) return;
     for (const state of claimed) {
-      const call = limitedCall({ client: fx.client, limiter, retry: { attempts: 2 } }, stop.signal);
+      const call = limitedCall(
+        { client: fx.client, limiter: fx.limiter, retry: { attempts: 2 } },
+        stop.signal,
+      );
       await syncAccount(
         {
           db: fx.db,

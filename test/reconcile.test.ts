@@ -11,7 +11,6 @@ import { FriendWriter } from '../src/db/friend-writer.js';
 import { claimDueAccounts } from '../src/db/leases.js';
 import { FriendStore, generateApp } from '../src/simulator/index.js';
 import { syncAccount } from '../src/sync/account-sync.js';
-import { CallLimiter } from '../src/sync/limiter.js';
 import { limitedCall } from '../src/sync/pass.js';
 import { driftOf } from '../src/sync/reconcile.js';
 import { type MirrorFixture, mirrorFixture } from './fixtures/mirror.js';
@@ -19,10 +18,9 @@ import { type MirrorFixture, mirrorFixture } from './fixtures/mirror.js';
 const HOUR = 3_600_000;
 const SYNC_INTERVAL = { intervalMs: 10 * HOUR };
 
-/** Claims what is due (as the daemon does) and syncs every claimed account. */
+/** Claims what is due (as the daemon does) and syncs every claimed account, paced by the fixture. */
 async function claimAndSync(
   f: MirrorFixture,
-  limiter: CallLimiter,
   reconcileMs: number,
   opts: { attempts?: number; limit?: number } = {},
 ): Promise<AccountSyncState[]> {
@@ -33,7 +31,11 @@ async function claimAndSync(
     reconcile: { intervalMs: reconcileMs },
   });
   const call = limitedCall(
-    { client: f.client, limiter, retry: { attempts: opts.attempts ?? 3, baseDelayMs: 1, maxDelayMs: 5 } },
+    {
+      client: f.client,
+      limiter: f.limiter,
+      retry: { attempts: opts.attempts ?? 3, baseDelayMs: 1, maxDelayMs: 5 },
+    },
     new AbortController().signal,
   );
   const gate = pLimit(16);
@@ -64,7 +66,6 @@ async function makeDue(f: MirrorFixture, ids: string[]): Promise<void> {
 
 describe('the reconcile clock', () => {
   let f: MirrorFixture;
-  const limiter = new CallLimiter({ ratePerSecond: 1000, jitterMs: 0 });
   const ids = ['r1', 'r2', 'r3'];
 
   beforeAll(async () => {
@@ -82,12 +83,11 @@ describe('the reconcile clock', () => {
     await addAccounts(f.db, ids);
   });
   afterAll(async () => {
-    await limiter.stop();
     await f?.close();
   });
 
   it('schedules the first reconcile within one interval and pulls next_sync_at in to it', async () => {
-    const claimed = await claimAndSync(f, limiter, HOUR);
+    const claimed = await claimAndSync(f, HOUR);
     expect(claimed.map((c) => c.accountId).sort()).toEqual(ids);
     // A first sync is not a due reconcile (nothing was scheduled yet), though it reads everything.
     expect(claimed.every((c) => c.reconcile !== true)).toBe(true);
@@ -107,7 +107,7 @@ describe('the reconcile clock', () => {
     f.store.setStandardTag('r1', 'r1_friend_0', 'Tag_SNS_IM_Remark', 'changed at the source');
     await makeDue(f, ['r1']);
     f.sim.clearCalls();
-    const claimed = await claimAndSync(f, limiter, HOUR);
+    const claimed = await claimAndSync(f, HOUR);
     expect(claimed).toMatchObject([{ accountId: 'r1' }]);
     expect(claimed[0]!.reconcile).toBeUndefined();
     // It sent its stored sequences: an incremental pull.
@@ -124,7 +124,7 @@ describe('the reconcile clock', () => {
     await sql`UPDATE tim.accounts SET reconcile_due_at = now() - interval '1 second',
               next_sync_at = now() - interval '1 second' WHERE account_id = 'r2'`.execute(f.db);
     f.sim.clearCalls();
-    const claimed = await claimAndSync(f, limiter, HOUR);
+    const claimed = await claimAndSync(f, HOUR);
     expect(claimed).toMatchObject([{ accountId: 'r2', reconcile: true }]);
     const calls = f.sim.calls().filter((c) => c.account === 'r2');
     // 6 friends at 4 per page: both pages, neither with a sequence.
@@ -142,7 +142,7 @@ describe('the reconcile clock', () => {
     );
     await requestResync(f.db, { ids: ['r3'] }, { full: true });
     f.sim.clearCalls();
-    await claimAndSync(f, limiter, HOUR);
+    await claimAndSync(f, HOUR);
     expect(f.sim.calls().filter((c) => c.account === 'r3' && c.standardSequence !== undefined)).toEqual([]);
     const c = await clock(f, 'r3');
     expect(c.due_in).toBeGreaterThan(0.9 * HOUR - 5_000);
@@ -153,7 +153,7 @@ describe('the reconcile clock', () => {
     await sql`UPDATE tim.accounts SET reconcile_due_at = now() - interval '1 minute',
               next_sync_at = now() - interval '1 second' WHERE account_id = 'r1'`.execute(f.db);
     f.sim.injectFaults('error:30006', 1);
-    const claimed = await claimAndSync(f, limiter, HOUR, { attempts: 1 });
+    const claimed = await claimAndSync(f, HOUR, { attempts: 1 });
     expect(claimed).toMatchObject([{ accountId: 'r1', reconcile: true }]);
     const c = await clock(f, 'r1');
     expect(c.due_in).toBeLessThan(-50_000); // still overdue: the next successful sync is the reconcile
@@ -163,7 +163,7 @@ describe('the reconcile clock', () => {
 
   it('off: the claim clears the schedule and no sync pulls next_sync_at in', async () => {
     await makeDue(f, ids);
-    const claimed = await claimAndSync(f, limiter, 0);
+    const claimed = await claimAndSync(f, 0);
     expect(claimed.every((c) => c.reconcile !== true)).toBe(true);
     const rows = await f.db
       .selectFrom('tim.accounts')
@@ -221,7 +221,6 @@ describe('driftOf', () => {
 
 describe('reconcile load', () => {
   let f: MirrorFixture;
-  const limiter = new CallLimiter({ ratePerSecond: 2000, jitterMs: 0 });
 
   beforeAll(async () => {
     // 1,000 accounts without friends: one call and a tiny apply each.
@@ -230,13 +229,12 @@ describe('reconcile load', () => {
     await f.addAllAccounts();
   });
   afterAll(async () => {
-    await limiter.stop();
     await f?.close();
   });
 
   it('spreads the first reconciles of 1,000 new accounts evenly over the interval', async () => {
     const t0 = await sql<{ t: Date }>`SELECT now() AS t`.execute(f.db);
-    const claimed = await claimAndSync(f, limiter, HOUR, { limit: 1000 });
+    const claimed = await claimAndSync(f, HOUR, { limit: 1000 });
     expect(claimed.length).toBe(1000);
     const res = await sql<{ bucket: number; n: number }>`
       SELECT floor(extract(epoch FROM reconcile_due_at - ${t0.rows[0]!.t}::timestamptz) * 1000 / ${HOUR / 10})::int AS bucket,

@@ -2,9 +2,10 @@
  * The client's HTTP half in this thread (UndiciTransport) against the simulator: typed errors that
  * carry when their call was sent, bodies in buffers of their own; and the client's call metrics,
  * which time the HTTP call, not the wait for a turn, and skip calls that were never sent. Also the
- * wiring's choice of call thread: `TIM_CALL_THREAD` is checked like every variable, and from the
- * TypeScript sources (no compiled worker) the mirror paces in-thread and says why at debug level.
- * The compiled call thread itself is tested in call-thread.process.test.ts.
+ * wiring's choice of call thread: `TIM_CALL_THREAD` is checked like every variable, the call thread
+ * is the default (from these TypeScript sources too: it runs the worker the test run compiled), and
+ * without its compiled worker the mirror paces in-thread and warns. The call thread's own behaviour
+ * (pacing, crashes, shutdown) is tested in call-thread.process.test.ts.
  */
 import { Writable } from 'node:stream';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
@@ -174,8 +175,9 @@ describe('TIM_CALL_THREAD', () => {
     );
   });
 
-  it('paces in this thread when the compiled worker is missing (TypeScript sources), and says why at debug', async () => {
-    const lines: { msg: string; reason?: string }[] = [];
+  /** The wiring at the given settings, logging into `lines`; `calls.close()` when done. */
+  function wire(env: Record<string, string>, opts: { workerUrl?: URL } = {}) {
+    const lines: { level: number; msg: string; reason?: string }[] = [];
     const log = createLogger(
       'debug',
       new Writable({
@@ -185,12 +187,57 @@ describe('TIM_CALL_THREAD', () => {
         },
       }),
     );
-    const calls = timCallsFrom(loadTimConfig(base), loadSyncConfig(base), log);
+    // Tests take no OS priority.
+    const tim = { ...loadTimConfig({ ...base, ...env }), callThreadNice: 0 };
+    return { calls: timCallsFrom(tim, loadSyncConfig(base), log, opts), lines };
+  }
+  const warnings = <L extends { level: number }>(lines: L[]) => lines.filter((l) => l.level >= 40);
+
+  it('by default paces and sends from the call thread, whose worker the test run compiled', async () => {
+    const sim = new Simulator({
+      store: generateApp({ accounts: 2, meanFriends: 3, maxFriends: 5, seed: 4 }),
+      sdkAppId: APP,
+      secretKey: KEY,
+      rateLimit: 0,
+    });
+    const { calls, lines } = wire({ TIM_BASE_URL: await sim.listen() });
+    try {
+      expect(calls.callThread).toBe(true);
+      expect(calls.limiter).not.toBeInstanceOf(CallLimiter);
+      const id = sim.store.accountIds()[0]!;
+      const page = await calls.client.friendGet({ From_Account: id, StartIndex: 0 });
+      const truth = sim.store.truth(id);
+      expect(page.items.map((i) => i.friendId).sort()).toEqual(truth.friends.map((f) => f.friendId));
+      expect(page.standardSequence).toBe(truth.standardSequence);
+      expect(sim.calls()).toHaveLength(1);
+      expect(warnings(lines)).toEqual([]);
+    } finally {
+      await calls.close();
+      await sim.close();
+    }
+  });
+
+  it('TIM_CALL_THREAD=false paces and sends in this thread, and says nothing of it', async () => {
+    const { calls, lines } = wire({ TIM_CALL_THREAD: 'false' });
     try {
       expect(calls.callThread).toBe(false);
       expect(calls.limiter).toBeInstanceOf(CallLimiter);
-      const why = lines.find((l) => l.msg.startsWith('call thread unavailable'));
-      expect(why?.reason).toMatch(/call-thread-worker\.js/);
+      expect(warnings(lines)).toEqual([]);
+    } finally {
+      await calls.close();
+    }
+  });
+
+  it('paces in this thread when the compiled worker is missing (a packaging fault), and warns why', async () => {
+    const missing = new URL('./no-such-dir/call-thread-worker.js', import.meta.url);
+    const { calls, lines } = wire({}, { workerUrl: missing });
+    try {
+      expect(calls.callThread).toBe(false);
+      expect(calls.limiter).toBeInstanceOf(CallLimiter);
+      expect(warnings(lines)).toEqual([
+        expect.objectContaining({ msg: expect.stringMatching(/^the call thread cannot start/) }),
+      ]);
+      expect(warnings(lines)[0]!.reason).toContain(missing.href);
     } finally {
       await calls.close();
     }

@@ -62,7 +62,7 @@ export interface CallThreadOptions {
   onCrash?: (crash: CallThreadCrash) => void;
   /** Unexpected exits within a minute that are restarted; one more and the thread gives up. Default 3. */
   maxRestartsPerMinute?: number;
-  /** The worker entry; default the compiled `call-thread-worker.js` next to this module. */
+  /** The worker entry; default the compiled `call-thread-worker.js` (see {@link openCallThread}). */
   workerUrl?: URL;
 }
 
@@ -76,17 +76,24 @@ export interface CallThreadCrash {
   restarting: boolean;
 }
 
-const DEFAULT_WORKER_URL = new URL('./call-thread-worker.js', import.meta.url);
+/**
+ * The worker entry is compiled JavaScript: `call-thread-worker.js` next to this module. When this
+ * module runs from its TypeScript source (vitest), there is no such file beside it; the worker is
+ * then the one compiled from the same sources into `dist/`, which the test run builds before any
+ * test starts (test/support/global-setup.ts), so the tests run the call thread as shipped.
+ */
+const DEFAULT_WORKER_URL = import.meta.url.endsWith('.ts')
+  ? new URL('../../dist/src/sync/call-thread-worker.js', import.meta.url)
+  : new URL('./call-thread-worker.js', import.meta.url);
 
 /**
- * Starts a call thread, or says why it cannot: the worker entry is compiled JavaScript, which does
- * not exist when this module runs from its TypeScript source (vitest); the caller then paces and
- * sends in this thread instead.
+ * Starts a call thread, or says why it cannot: the compiled worker entry is missing (a packaging
+ * fault, or sources that were never built); the caller then paces and sends in this thread instead.
  */
 export function openCallThread(opts: CallThreadOptions): { thread: CallThread } | { unavailable: string } {
   const url = opts.workerUrl ?? DEFAULT_WORKER_URL;
   if (url.protocol !== 'file:' || !existsSync(fileURLToPath(url))) {
-    return { unavailable: `no compiled worker at ${url.href} (running from TypeScript sources?)` };
+    return { unavailable: `no compiled worker at ${url.href}` };
   }
   return { thread: new CallThread(opts, url) };
 }

@@ -1,6 +1,8 @@
 /**
- * Vitest global setup: picks the one PostgreSQL server the whole run uses and hands its admin URL to
- * the test files, which each create their own database on it (see `./db.ts`).
+ * Vitest global setup: builds `dist/` (the CLI the process tests start, and the call-thread worker
+ * the in-process tests run: `../fixtures/build.ts`), and picks the one PostgreSQL server the whole
+ * run uses and hands its admin URL to the test files, which each create their own database on it
+ * (see `./db.ts`). Both happen once per run, at the same time, before any test file starts.
  *
  * Order, first that works:
  * 1. `TEST_DATABASE_URL`, to test against a server you chose (CI runs the suite on the machine's
@@ -12,6 +14,7 @@ import { randomBytes } from 'node:crypto';
 import pg from 'pg';
 import type { TestProject } from 'vitest/node';
 import { startEmbeddedPostgres } from '../../src/db/embedded.js';
+import { buildDist } from '../fixtures/build.js';
 import { databasesOfRun } from './run-databases.js';
 
 declare module 'vitest' {
@@ -44,7 +47,15 @@ const CONTAINER_IMAGE = 'postgres:16-alpine';
 export default async function setup(project: TestProject): Promise<() => Promise<void>> {
   const shared = sharedServer();
   shared.users++;
-  const server = await shared.server;
+  const [built, chosen] = await Promise.allSettled([buildOnce(project), shared.server]);
+  if (built.status === 'rejected' || chosen.status === 'rejected') {
+    if (--shared.users === 0) {
+      delete (globalThis as SharedSlot)[SHARED];
+      if (chosen.status === 'fulfilled') await chosen.value.stop?.();
+    }
+    throw built.status === 'rejected' ? built.reason : (chosen as PromiseRejectedResult).reason;
+  }
+  const server = chosen.value;
   console.log(`[test-db] ${project.name || '(root)'}: ${server.why}`);
   const runId = randomBytes(6).toString('hex');
   project.provide('adminDatabaseUrl', server.url);
@@ -92,6 +103,29 @@ async function dropForgottenDatabases(url: string, runId: string): Promise<void>
   } finally {
     await client.end();
   }
+}
+
+const BUILD = Symbol.for('tim-friend-mirror.test-build');
+
+/**
+ * The run's one build. Vitest calls this setup once per project (in-process, processes), in its own
+ * process but with a module instance per project, so the build is remembered on globalThis. In
+ * watch mode the sources change between reruns, so each rerun builds again first.
+ */
+function buildOnce(project: TestProject): Promise<void> {
+  const g = globalThis as { [BUILD]?: Promise<void> };
+  if (g[BUILD]) return g[BUILD];
+  const build = async () => {
+    const started = Date.now();
+    await buildDist();
+    console.log(`[test-build] built dist/ in ${Date.now() - started} ms`);
+  };
+  project.onTestsRerun(async () => {
+    g[BUILD] = build();
+    await g[BUILD];
+  });
+  g[BUILD] = build();
+  return g[BUILD];
 }
 
 async function chooseServer(): Promise<ChosenServer> {
