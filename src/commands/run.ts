@@ -78,7 +78,7 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
     collectAccounts: () => accountsSummary(db),
     // Read at scrape time, once `calls` and `budget` below exist.
     limiterQueue: () => calls.limiter.queued(),
-    callThreadNice: () => calls.callThreadNice(),
+    rateComplaints: () => calls.limiter.complaints,
     budget: () => ({
       limitPerSecond: cfg.tim.rateLimitPerSecond,
       sharePerSecond: budget.rate,
