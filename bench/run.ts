@@ -403,7 +403,9 @@ function summaryRows(r: Results): SummaryRow[] {
     add('steady', `full sweeps: the same (${of('full').length} passes)`, range(ratios('full')));
     const all = st0.passes;
     const empty = all.reduce((n, p) => n + p.calls.emptyBuckets, 0);
-    const minBucket = Math.min(...all.map((p) => (Number.isNaN(p.calls.minBucket) ? Infinity : p.calls.minBucket)));
+    const minBucket = Math.min(
+      ...all.map((p) => (Number.isNaN(p.calls.minBucket) ? Infinity : p.calls.minBucket)),
+    );
     add(
       'steady',
       'empty 250 ms buckets while work remained, all passes',

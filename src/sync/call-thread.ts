@@ -32,7 +32,13 @@ import {
   TimCallThreadError,
   type ToCallThread,
 } from './call-thread-protocol.js';
-import { type CallLimiter, type ComplaintCounts, type Limiter, limiterWindowMs, type RateComplaint } from './limiter.js';
+import {
+  type CallLimiter,
+  type ComplaintCounts,
+  type Limiter,
+  limiterWindowMs,
+  type RateComplaint,
+} from './limiter.js';
 
 export { TimCallThreadError } from './call-thread-protocol.js';
 

@@ -97,7 +97,7 @@ export function limiterWindowMs(jitterMs = 20): number {
 const CLOCK_SLACK_MS = 2;
 
 /** The spacing of slots at `rate` calls per second; see the module comment for the reasoning. */
-export function limiterSpacingMs(rate: number, jitterMs = 20): number {
+function limiterSpacingMs(rate: number, jitterMs = 20): number {
   const span = limiterWindowMs(jitterMs) + CLOCK_SLACK_MS;
   return rate >= 2 ? span / (rate - 1) : 2 * span;
 }
@@ -111,10 +111,11 @@ export const COMPLAINT_RUN_MS = 5_000;
 const SLOWEST_FACTOR = 0.25;
 /**
  * After a cut, calls made before it still fill the server's window and may be refused for up to a
- * window more (plus their time in flight): only a complaint later than that says the cut was not
- * enough, and cuts again. So the rate doubles back first this long after one window without a
- * further complaint, then every {@link RECOVER_STEP_MS}: from a half it is back in full 1.5 s plus
- * the jitter allowance after the last cut, from a quarter half a second later.
+ * window more: complaints within that window are the same complaint, and a later one (the cut was
+ * not enough) cuts again. So the rate doubles back first this long after that window, once calls
+ * in flight when it ended have had their answers, then every {@link RECOVER_STEP_MS}: from a half
+ * it is back in full 1.5 s plus the jitter allowance after the last cut, from a quarter half a
+ * second later.
  */
 const RECOVER_MARGIN_MS = 500;
 /** See {@link RECOVER_MARGIN_MS}. */
@@ -156,7 +157,9 @@ export class CallLimiter implements Limiter {
   }
 
   #settings(rate: number): { reservoir: number | null; minTime?: number } {
-    return rate === 0 ? { reservoir: 0 } : { reservoir: null, minTime: limiterSpacingMs(rate, this.#jitterMs) };
+    return rate === 0
+      ? { reservoir: 0 }
+      : { reservoir: null, minTime: limiterSpacingMs(rate, this.#jitterMs) };
   }
 
   /** Calls per second this limiter currently allows (after any slow-down or pause). */
