@@ -1,36 +1,39 @@
 /**
  * The call-rate limiter: every friend_get call of this process goes through it.
  *
- * ONE mechanism decides when a call may start: a bottleneck limiter with `maxConcurrent: 1` and
- * `minTime`, whose jobs are slots. A slot job only hands its slot to the first call in line and
- * returns; the call itself runs outside bottleneck. With `maxConcurrent: 1`, bottleneck times a job
- * only when the previous one has finished (`LocalDatastore.__register__`: the job's start is
- * `max(nextRequest, now)` and `nextRequest` moves on by `minTime`), so at most one slot is ever
- * timed ahead. Hence:
- * - a rate change (`updateSettings({ minTime })`) applies from the next slot to calls already
- *   waiting: no queue to rebuild;
+ * ONE mechanism decides when a call may start: a bottleneck limiter with `minTime` and a small
+ * `maxConcurrent` (D), whose jobs are slots. A slot job only hands its slot to the first call in
+ * line (and asks for another slot while calls wait) and returns; the call itself runs outside
+ * bottleneck. Bottleneck times a job only when it may run it (`LocalDatastore.__register__`: the
+ * job's start is `max(nextRequest, now)`, and `nextRequest` moves on by `minTime`), so with D
+ * running at most it times at most D slots ahead. Hence:
+ * - a rate change (`updateSettings`) applies to calls already waiting, from the slots not yet
+ *   timed: no queue to rebuild;
  * - rate 0 and pauses are `reservoir: 0`, which stops bottleneck from timing any slot (`null` again
- *   resumes); a slot timed before the pause that comes up during it is put back, not used;
- * - slots are anonymous: a call that gives up waiting (its signal aborts) leaves the line at once,
- *   and the slot its job would have had goes to the next call.
+ *   resumes); a slot timed before the pause that comes up during it is not used;
+ * - the line of waiting calls is ours, not one bottleneck job each: a call that gives up waiting
+ *   (its signal aborts) leaves it at once, and bottleneck's bookkeeping per job (a submitted job
+ *   takes its register lock for an event-loop turn) is paid per slot, not per call.
  *
  * The guarantee: at most `L` calls ARRIVE at Tencent in any one-second window, whatever the event
  * loop does. Tencent stamps arrivals, and network delays differ by up to `jitterMs` (J), so the
  * starts of any L+1 consecutive calls must span more than W = 1000 ms + J. Grants follow bottleneck's
  * slot times s₁, s₂, …, each at least `minTime` (m) after the one before; a timer can fire late, never
- * early, so the grant aᵢ ≥ sᵢ. A late grant does not push the schedule back: the next slot may come
- * less than m after it (one slot of catch-up, so a late timer costs no rate). But the next slot is
- * timed only after that grant, so sᵢ₊₁ ≥ aᵢ, and
- *   a(i+L) ≥ s(i+L) ≥ s(i+1) + (L−1)·m ≥ a(i) + (L−1)·m.
- * The span is (L−1)·m, not L·m: with m = W/L, a late grant followed by on-time ones fits L+1 starts
- * in W (the fencepost). So m = W/(L−1). Timers and `Date.now()` count whole milliseconds, so each end
+ * early, so the grant aᵢ ≥ sᵢ. A late grant does not push the schedule back: the slots after it may
+ * come less than m after it (catch-up, so a late timer costs no rate). But a slot is timed only
+ * once the one D before it has run, so s(i+D) ≥ a(i), and
+ *   a(i+L) ≥ s(i+L) ≥ s(i+D) + (L−D)·m ≥ a(i) + (L−D)·m.
+ * So m = W/(L−D), not W/L: with m = W/L, a late grant followed by on-time ones fits L+1 starts in W
+ * (the fencepost, and the catch-up). Timers and `Date.now()` count whole milliseconds, so each end
  * of the span may be off by up to a millisecond: W gets {@link CLOCK_SLACK_MS} more. With on-time
- * timers the span is L·m, one slot more than needed. For L = 1 the bound above says nothing; there
+ * timers the span is L·m, D slots more than needed. When L ≤ D the bound says nothing; there
  * m = 2W, which holds for any timer up to a whole window late.
  *
- * Between two slots bottleneck takes a few event-loop turns of its own (its datastore yields to the
- * loop on every step). On the call thread's idle loop they take far less than a slot at the usual
- * quotas; on a busy loop they delay slots, which costs rate but never the guarantee.
+ * D: between running a slot and timing the next, bottleneck takes a couple of event-loop turns of
+ * its own (its datastore yields to the loop on every step). When slots are a few milliseconds apart,
+ * those turns on a busy machine can outlast the wait for the next slot, and D = 1 then loses rate.
+ * From {@link PIPELINE_FROM_RATE} calls/s on, D = 2: the next slot is timed while the one before
+ * waits, at a cost of one slot per window. Below it slots are far apart, and D = 1.
  */
 import Bottleneck from 'bottleneck';
 import { onAbort } from '../abort-listeners.js';
@@ -95,11 +98,19 @@ export function limiterWindowMs(jitterMs = 20): number {
 
 /** How far whole-millisecond timers and clocks may put each end of a span off. */
 const CLOCK_SLACK_MS = 2;
+/** From this rate on, bottleneck times two slots ahead rather than one (see the module comment). */
+const PIPELINE_FROM_RATE = 50;
 
-/** The spacing of slots at `rate` calls per second; see the module comment for the reasoning. */
-function limiterSpacingMs(rate: number, jitterMs = 20): number {
+/** Slots bottleneck may time ahead at `rate` calls per second: D in the module comment. */
+function depthAt(rate: number): number {
+  return rate >= PIPELINE_FROM_RATE ? 2 : 1;
+}
+
+/** The spacing of slots at `rate` calls per second: m in the module comment. */
+function spacingAt(rate: number, jitterMs: number): number {
   const span = limiterWindowMs(jitterMs) + CLOCK_SLACK_MS;
-  return rate >= 2 ? span / (rate - 1) : 2 * span;
+  const depth = depthAt(rate);
+  return rate > depth ? span / (rate - depth) : 2 * span;
 }
 
 /**
@@ -143,6 +154,10 @@ export class CallLimiter implements Limiter {
   #pauseTimer: NodeJS.Timeout | undefined;
   #lastComplaint = Number.NEGATIVE_INFINITY;
   readonly #counts: ComplaintCounts = { slips: 0, slowDowns: 0 };
+  /** Slot jobs in bottleneck (queued, timed or running): at most {@link CallLimiter.#depth}. */
+  #slotsAsked = 0;
+  /** Bottleneck's `maxConcurrent`: D in the module comment. */
+  #depth = 1;
   #stopped: Promise<void> | undefined;
   readonly #onChange: (() => void) | undefined;
   readonly #onComplaint: ((complaint: RateComplaint) => void) | undefined;
@@ -153,13 +168,14 @@ export class CallLimiter implements Limiter {
     this.#jitterMs = opts.jitterMs ?? 20;
     this.#windowMs = limiterWindowMs(this.#jitterMs);
     this.#rate = Math.max(0, Math.floor(opts.ratePerSecond));
-    this.#bottleneck = new Bottleneck({ maxConcurrent: 1, ...this.#settings(this.#rate) });
+    this.#bottleneck = new Bottleneck({ maxConcurrent: this.#depth, ...this.#settings(this.#rate) });
   }
 
-  #settings(rate: number): { reservoir: number | null; minTime?: number } {
-    return rate === 0
-      ? { reservoir: 0 }
-      : { reservoir: null, minTime: limiterSpacingMs(rate, this.#jitterMs) };
+  /** Bottleneck's settings for `rate`; sets {@link CallLimiter.#depth} to go with them. */
+  #settings(rate: number): Bottleneck.ConstructorOptions {
+    if (rate === 0) return { reservoir: 0 };
+    this.#depth = depthAt(rate);
+    return { reservoir: null, maxConcurrent: this.#depth, minTime: spacingAt(rate, this.#jitterMs) };
   }
 
   /** Calls per second this limiter currently allows (after any slow-down or pause). */
@@ -270,32 +286,35 @@ export class CallLimiter implements Limiter {
         : undefined;
       this.#waiting.add(waiter);
     });
-    this.#addSlot();
+    this.#askSlot();
     return turn.then(fn);
   }
 
-  /** One more slot job: there is always at least one per waiting call. */
-  #addSlot(): void {
-    // Rejected only by stop(), which fails the waiting calls itself.
-    this.#bottleneck.schedule(async () => this.#useSlot()).catch(() => {});
+  /** Keeps as many slot jobs in bottleneck as it may time ahead, or as calls wait if fewer. */
+  #askSlot(): void {
+    while (this.#slotsAsked < this.#depth && this.#slotsAsked < this.#waiting.size && !this.#stopped) {
+      this.#slotsAsked++;
+      // Rejected only by stop(), which fails the waiting calls itself.
+      this.#bottleneck.schedule(async () => this.#useSlot()).catch(() => {});
+    }
   }
 
   #useSlot(): void {
-    if (this.#effective() === 0) {
-      // Timed before a pause or rate 0 began: put it back; `reservoir: 0` holds it until the end.
-      this.#addSlot();
-      return;
+    this.#slotsAsked--;
+    // Timed before a pause or rate 0 began: not used. The next one waits, as `reservoir: 0` holds it.
+    if (this.#effective() > 0) {
+      // Every call in line is still waiting (one that gave up has left it); none: the slot goes unused.
+      const first = this.#waiting.values().next();
+      if (!first.done) {
+        this.#waiting.delete(first.value);
+        first.value.grant();
+      }
     }
-    // A slot nobody waits for (its call gave up) goes unused: nobody was held back by it.
-    const first = this.#waiting.values().next();
-    if (first.done) return;
-    this.#waiting.delete(first.value);
-    first.value.grant();
+    this.#askSlot();
   }
 
   /** Calls waiting for their turn. */
   queued(): number {
-    // Not bottleneck's count: a call that gave up leaves the line at once, its slot job does not.
     return this.#waiting.size;
   }
 
