@@ -7,7 +7,6 @@
  *
  * Not meant to be run by hand; `bench/run.ts` starts it.
  */
-import { readdirSync, readFileSync } from 'node:fs';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { main } from '../src/cli.js';
 
@@ -41,28 +40,6 @@ export interface MirrorReport {
   /** Event-loop delay while syncing (perf_hooks histogram), ms. */
   loopDelayP99Ms: number;
   loopDelayMaxMs: number;
-  /**
-   * The lowest nice value any thread but the main one had while syncing: the call thread's
-   * (TIM_CALL_THREAD_NICE), as the kernel applied it; undefined off Linux.
-   */
-  threadNice: number | undefined;
-}
-
-/** Lowest nice value among this process's threads other than the main one (Linux /proc). */
-function lowestThreadNice(): number | undefined {
-  try {
-    let lowest: number | undefined;
-    for (const tid of readdirSync('/proc/self/task')) {
-      if (Number(tid) === process.pid) continue;
-      const stat = readFileSync(`/proc/self/task/${tid}/stat`, 'utf8');
-      // Fields after the command name (which may hold spaces), from field 3 on; nice is field 19.
-      const nice = Number(stat.slice(stat.lastIndexOf(')') + 2).split(' ')[16]);
-      if (Number.isInteger(nice)) lowest = Math.min(lowest ?? nice, nice);
-    }
-    return lowest;
-  } catch {
-    return undefined;
-  }
 }
 
 const SUMMARY =
@@ -71,11 +48,8 @@ const SUMMARY =
 async function run(): Promise<void> {
   const rssSamples: [number, number][] = [];
   const t0 = performance.now();
-  let threadNice: number | undefined;
   const sampler = setInterval(() => {
     rssSamples.push([Math.round(performance.now() - t0), Math.round(process.memoryUsage.rss() / 1024)]);
-    const nice = lowestThreadNice();
-    if (nice !== undefined) threadNice = Math.min(threadNice ?? nice, nice);
   }, 100);
   const loop = monitorEventLoopDelay({ resolution: 10 });
   const output: string[] = [];
@@ -111,7 +85,6 @@ async function run(): Promise<void> {
     cpuSystemMs: cpu.system / 1000,
     loopDelayP99Ms: loop.percentile(99) / 1e6,
     loopDelayMaxMs: loop.max / 1e6,
-    threadNice,
   };
   process.stdout.write(`${JSON.stringify(report)}\n`);
 }

@@ -3,7 +3,7 @@
  * `npm run bench:ci`: a small full sweep and three replicas sharing the budget, which fail only on
  * gross regressions (bench/lib/guard.ts).
  *
- * usage: node dist/bench/run.js [--ci] [--only full,incremental,ceiling,scheduler,freshness,status,replicas] [--no-write]
+ * usage: node dist/bench/run.js [--ci] [--only full,incremental,steady,ceiling,scheduler,freshness,status,replicas] [--no-write]
  *
  * Settings: BENCH_* variables (bench/lib/settings.ts); the mirror's SYNC_CONCURRENCY,
  * DATABASE_POOL_SIZE, TIM_RATE_JITTER_MS, TIM_TIMEOUT_MS and TIM_CALL_THREAD pass through to it
@@ -27,9 +27,19 @@ import { type FreshnessResult, freshnessLines, runFreshness } from './scenarios/
 import { type ReplicasResult, replicaLines, runReplicas } from './scenarios/replicas.js';
 import { runScheduler, type SchedulerResult } from './scenarios/scheduler.js';
 import { runStatus, type StatusResult, statusLines } from './scenarios/status.js';
+import { runSteady, type SteadyResult, steadyLines } from './scenarios/steady.js';
 import { type PassMeasure, runSweep, type SweepResult } from './scenarios/sweep.js';
 
-const ALL = ['full', 'incremental', 'ceiling', 'scheduler', 'freshness', 'status', 'replicas'] as const;
+const ALL = [
+  'full',
+  'incremental',
+  'steady',
+  'ceiling',
+  'scheduler',
+  'freshness',
+  'status',
+  'replicas',
+] as const;
 type Scenario = (typeof ALL)[number];
 
 /**
@@ -68,6 +78,8 @@ interface Results {
   settings: BenchSettings;
   sweep?: SweepResult;
   sweepCommand?: string;
+  steady?: SteadyResult;
+  steadyCommand?: string;
   ceiling?: CeilingResult;
   ceilingCommand?: string;
   scheduler?: SchedulerResult;
@@ -112,6 +124,21 @@ function replicasSettings(settings: BenchSettings) {
     accounts: n('ACCOUNTS', 1500),
     meanFriends: n('MEAN_FRIENDS', 2),
     maxFriends: n('MAX_FRIENDS', 10),
+  };
+}
+
+/**
+ * The steady scenario: 5 full sweeps (a fresh database each) and 10 incremental passes, on the
+ * sweep's app, `BENCH_MUTATE_FRACTION` of the accounts changed before each incremental pass.
+ * `BENCH_STEADY_FULL` and `BENCH_STEADY_INCREMENTAL` override the counts.
+ */
+function steadySettings(settings: BenchSettings) {
+  const n = (name: string, dflt: number) => Number(process.env[`BENCH_STEADY_${name}`] ?? dflt);
+  return {
+    ...settings,
+    ...APP,
+    fullSweeps: n('FULL', 5),
+    incrementalPasses: n('INCREMENTAL', 10),
   };
 }
 
@@ -172,6 +199,12 @@ async function main(): Promise<number> {
         ...(settings.cpuProfDir ? { cpuProfDir: settings.cpuProfDir } : {}),
       });
       printSweep(r.sweep, r.sweepCommand);
+    }
+    if (only.has('steady')) {
+      r.steadyCommand = `${envPrefix(settings)}${base}${onlyArg(['steady'])}`;
+      r.steady = await runSteady(server.adminUrl, { ...steadySettings(settings), say });
+      out(`\n## steady   $ ${r.steadyCommand}`);
+      for (const l of steadyLines(r.steady)) out(`  ${l}`);
     }
     if (only.has('ceiling')) {
       r.ceilingCommand = `${envPrefix(settings)}${base}${onlyArg(['ceiling'])}`;
@@ -420,6 +453,42 @@ function summaryRows(r: Results): SummaryRow[] {
       check(i.verifyProblems.length === 0),
     );
   }
+  const st0 = r.steady;
+  if (st0) {
+    const of = (kind: 'full' | 'incremental') => st0.passes.filter((p) => p.kind === kind);
+    const range = (xs: number[]) =>
+      xs.length ? `${pct(Math.min(...xs))}–${pct(Math.max(...xs))}` : 'no pass';
+    const ratios = (kind: 'full' | 'incremental') => of(kind).map((p) => p.calls.arrivalRate / rate);
+    const inc = ratios('incremental');
+    add(
+      'steady',
+      `incremental: calls/s ÷ quota, first call to last (${inc.length} passes)`,
+      range(inc),
+      '≥ 95%',
+      check(inc.length > 0 && Math.min(...inc) >= 0.95),
+    );
+    add('steady', `full sweeps: the same (${of('full').length} passes)`, range(ratios('full')));
+    const all = st0.passes;
+    const empty = all.reduce((n, p) => n + p.calls.emptyBuckets, 0);
+    const minBucket = Math.min(
+      ...all.map((p) => (Number.isNaN(p.calls.minBucket) ? Infinity : p.calls.minBucket)),
+    );
+    add(
+      'steady',
+      'empty 250 ms buckets while work remained, all passes',
+      `${empty} (fewest calls in a bucket: ${Number.isFinite(minBucket) ? minBucket : '-'})`,
+      '0',
+      check(empty === 0),
+    );
+    const maxWindow = Math.max(0, ...all.map((p) => p.calls.maxInAnySecond));
+    add(
+      'steady',
+      'max calls in any 1 s window, all passes',
+      `${maxWindow} (60007: ${all.reduce((n, p) => n + p.calls.rateLimited, 0)})`,
+      `≤ ${rate}`,
+      check(maxWindow <= rate),
+    );
+  }
   const c = r.ceiling;
   if (c) {
     add(
@@ -545,8 +614,9 @@ function passLines(p: PassMeasure, rate: number): string[] {
     `peak RSS ${(p.report.maxRssKb / 1024).toFixed(0)} MB; CPU in cores: mirror ${(p.cpu.byName.mirror ?? 0).toFixed(2)}, simulator ${(p.cpu.byName.simulator ?? 0).toFixed(2)}, Postgres backends ${p.cpu.postgres.toFixed(2)}, everything else ${p.cpu.other.toFixed(2)}; machine ${p.cpu.machine.toFixed(2)} of ${p.cpu.machineCores}, load average ${p.cpu.loadAverage.toFixed(1)}`,
     `machine CPU while work remained: ${machineBusyBetween(p.cpu, p.calls.firstAt, p.calls.drainAt).toFixed(2)} of ${p.cpu.machineCores} cores busy`,
     `CPU per call: mirror ${(p.report.cpuUserMs / calls).toFixed(2)} ms user + ${(p.report.cpuSystemMs / calls).toFixed(2)} ms system, Postgres ${perCall(p.cpu.postgres)} ms, simulator ${perCall(p.cpu.byName.simulator ?? 0)} ms`,
-    `event-loop delay p99 ${p.report.loopDelayP99Ms.toFixed(0)} ms (max ${p.report.loopDelayMaxMs.toFixed(0)}), simulator's p99 ${p.simLoopDelay.p99Ms.toFixed(0)} ms (max ${p.simLoopDelay.maxMs.toFixed(0)}); call thread at nice ${p.report.threadNice ?? '?'}; call budget: ${p.budget.map((b) => `${b.rate}/s at ${(b.atMs / 1000).toFixed(1)} s`).join(', ') || 'no change logged'}`,
+    `event-loop delay p99 ${p.report.loopDelayP99Ms.toFixed(0)} ms (max ${p.report.loopDelayMaxMs.toFixed(0)}), simulator's p99 ${p.simLoopDelay.p99Ms.toFixed(0)} ms (max ${p.simLoopDelay.maxMs.toFixed(0)}); call budget: ${p.budget.map((b) => `${b.rate}/s at ${(b.atMs / 1000).toFixed(1)} s`).join(', ') || 'no change logged'}`,
     `calls per second: ${p.calls.perSecond.join(' ')}`,
+    `calls per 250 ms while work remained: ${p.calls.buckets.length} buckets, ${p.calls.emptyBuckets} empty, min ${Number.isNaN(p.calls.minBucket) ? '-' : p.calls.minBucket}`,
     ...p.warnings.slice(0, 5).map((w) => `warning: ${w}`),
   ];
 }
@@ -635,8 +705,6 @@ function renderMarkdown(r: Results, rows: SummaryRow[]): string {
     md.push(
       `| simulator | its own process${r.sweep.simRaisedPriority ? `, at raised priority (nice ${SIM_NICE}) so that it timestamps arrivals on time` : ', normal priority (raising it needs root)'} |`,
     );
-    const nice = r.sweep.full.report.threadNice;
-    if (nice !== undefined) md.push(`| mirror's call thread | nice ${nice}, as the kernel applied it |`);
   }
   md.push(
     `| mirror settings | ${
@@ -681,6 +749,7 @@ function renderMarkdown(r: Results, rows: SummaryRow[]): string {
       ]);
     }
   }
+  if (r.steady) block('Steady pacing', r.steadyCommand, steadyLines(r.steady));
   if (r.ceiling) block('Database ceiling', r.ceilingCommand, ceilingLines(r.ceiling));
   if (r.scheduler) block('Scheduler scale', r.schedulerCommand, schedulerLines(r.scheduler));
   if (r.freshness) block('Freshness', r.freshnessCommand, freshnessLines(r.freshness));

@@ -6,8 +6,8 @@ import type { Kysely } from 'kysely';
 import type { SyncConfig, TimConfig } from './config.js';
 import type { Database } from './db/schema.js';
 import type { Logger } from './log.js';
-import { openCallThread, type PriorityReport } from './sync/call-thread.js';
-import { CallLimiter, type Limiter } from './sync/limiter.js';
+import { openCallThread } from './sync/call-thread.js';
+import { CallLimiter, COMPLAINT_RUN_MS, type Limiter, type RateComplaint } from './sync/limiter.js';
 import type { PassDeps } from './sync/pass.js';
 import { TimClient, type TimClientOptions } from './tim/client.js';
 import { SigningUserSig, StaticUserSig, type UserSigProvider } from './tim/usersig.js';
@@ -29,31 +29,35 @@ export interface TimCalls {
   limiter: Limiter;
   /** True when calls are paced and sent from the call thread (`TIM_CALL_THREAD`). */
   callThread: boolean;
-  /** The nice value the call thread asked for and got, once it has reported; undefined without one. */
-  callThreadNice(): { wanted: number; nice: number } | undefined;
   /** Stops the limiter and closes the client (and with them the call thread). */
   close(): Promise<void>;
 }
 
+/** At most one warning a minute about a run of "too frequent" answers; the metrics count every one. */
+const COMPLAINT_WARN_INTERVAL_MS = 60_000;
+
 /**
- * Says once per process what nice value the call thread got (a restarted thread asks again, and
- * gets the same answer). Not getting it is no error: calls are paced the same, only less promptly on
- * a machine whose cores are all busy.
+ * Logs what the limiter made of a "too frequent" answer. A slip costs nothing and needs nothing
+ * done, so it is a debug line; a run of them is a warning that says what to do.
  */
-function logPriorityOnce(log: Logger): (report: PriorityReport) => void {
-  let said = false;
-  return (r) => {
-    if (said) return;
-    said = true;
-    if (r.refused === undefined) {
-      log.debug({ nice: r.nice }, 'the call thread runs at its own priority');
+function logComplaint(log: Logger): (c: RateComplaint) => void {
+  let warnedAt = Number.NEGATIVE_INFINITY;
+  return (c) => {
+    if (c.verdict === 'slip') {
+      log.debug(c, 'Tencent answered "too frequent" once: taken for a timing slip, the rate is kept');
       return;
     }
-    log.info(
-      { wanted: r.wanted, nice: r.nice, refused: r.refused },
-      `the call thread could not take nice ${r.wanted} (${r.refused}); it runs at nice ${r.nice}. ` +
-        `Grant CAP_SYS_NICE or a nice ulimit of ${20 - r.wanted} (docker-compose.yml does), ` +
-        'or set TIM_CALL_THREAD_NICE=0 to stop asking',
+    if (performance.now() - warnedAt < COMPLAINT_WARN_INTERVAL_MS) {
+      log.debug(c, 'Tencent answers "too frequent" again: the rate is cut');
+      return;
+    }
+    warnedAt = performance.now();
+    log.warn(
+      c,
+      `Tencent answered "too frequent" again within ${COMPLAINT_RUN_MS / 1000} s although this process ` +
+        `kept to its share: another client is probably calling with the same app's quota. The rate is ` +
+        'cut and comes back within seconds once the refusals stop. If this keeps happening, lower ' +
+        "TIM_RATE_LIMIT to what the other clients leave of the app's quota, or stop the other client",
     );
   };
 }
@@ -91,21 +95,16 @@ export function timCallsFrom(
     connections,
     ...(opts.onCall ? { onCall: opts.onCall } : {}),
   };
+  const onComplaint = logComplaint(log);
   if (cfg.callThread) {
-    let appliedNice: { wanted: number; nice: number } | undefined;
-    const logPriority = logPriorityOnce(log);
     const opened = openCallThread({
       baseUrl: cfg.baseUrl,
       timeoutMs: cfg.timeoutMs,
       connections,
       ratePerSecond,
       jitterMs: cfg.rateJitterMs,
-      nice: cfg.callThreadNice,
       ...(opts.workerUrl ? { workerUrl: opts.workerUrl } : {}),
-      onPriority: (report) => {
-        appliedNice = { wanted: report.wanted, nice: report.nice };
-        logPriority(report);
-      },
+      onComplaint,
       onCrash: (c) =>
         log.error(
           { reason: c.reason, failedCalls: c.failedCalls, restarting: c.restarting },
@@ -122,7 +121,6 @@ export function timCallsFrom(
         client,
         limiter: thread.limiter,
         callThread: true,
-        callThreadNice: () => appliedNice,
         close: () => client.close(),
       };
     }
@@ -133,12 +131,11 @@ export function timCallsFrom(
     );
   }
   const client = new TimClient(clientOptions);
-  const limiter = new CallLimiter({ ratePerSecond, jitterMs: cfg.rateJitterMs });
+  const limiter = new CallLimiter({ ratePerSecond, jitterMs: cfg.rateJitterMs, onComplaint });
   return {
     client,
     limiter,
     callThread: false,
-    callThreadNice: () => undefined,
     close: async () => {
       await limiter.stop();
       await client.close();

@@ -22,6 +22,7 @@ import {
   loadLogConfig,
   loadSyncConfig,
   loadTimConfig,
+  obsoleteSettings,
 } from './config.js';
 import {
   MigrationFailedError,
@@ -139,6 +140,7 @@ async function dispatch(ctx: CommandContext, argv: string[]): Promise<number> {
   const readOnly = spec.readOnly === true || (command === 'accounts' && positionals[0] === 'list');
   const needsTim = command === 'sync' || command === 'run';
   const tim = needsTim ? loadTimConfig(ctx.env) : undefined;
+  if (needsTim) for (const o of obsoleteSettings(ctx.env)) ctx.log.warn({ variable: o.variable }, o.message);
   const sync = needsTim ? loadSyncConfig(ctx.env) : undefined;
   const daemon = command === 'run' ? loadDaemonConfig(ctx.env) : undefined;
   const callback = command === 'run' ? loadCallbackConfig(ctx.env) : undefined;

@@ -118,11 +118,6 @@ export interface TimConfig {
    * (sync/call-thread.ts); false paces and sends them on the main thread.
    */
   callThread: boolean;
-  /**
-   * `TIM_CALL_THREAD_NICE`: the call thread's nice value on Linux (-20 to 19; 0 leaves it alone).
-   * Below 0 it needs CAP_SYS_NICE or a `nice` ulimit; without either the thread keeps the process's.
-   */
-  callThreadNice: number;
 }
 
 function isLoopbackHost(host: string): boolean {
@@ -196,8 +191,22 @@ export function loadTimConfig(env: Env = process.env): Readonly<TimConfig> {
     timeoutMs: int(env, 'TIM_TIMEOUT_MS', 8_000, 3_500, 120_000),
     userSigTtlSeconds: Math.round(duration(env, 'TIM_USERSIG_TTL', 86_400_000, 600_000) / 1000),
     callThread: bool(env, 'TIM_CALL_THREAD', true),
-    callThreadNice: int(env, 'TIM_CALL_THREAD_NICE', -10, -20, 19),
   });
+}
+
+/**
+ * Settings the mirror once read and now ignores, with what became of them. Setting one is no
+ * error (deployment files outlive releases); the CLI warns once so it can be removed.
+ */
+const OBSOLETE_SETTINGS: Readonly<Record<string, string>> = {
+  TIM_CALL_THREAD_NICE: 'the call thread no longer changes its priority',
+};
+
+/** The obsolete settings `env` sets, each with the warning to log about it. */
+export function obsoleteSettings(env: Env = process.env): { variable: string; message: string }[] {
+  return Object.entries(OBSOLETE_SETTINGS)
+    .filter(([name]) => env[name] !== undefined)
+    .map(([variable, why]) => ({ variable, message: `${variable} is ignored (${why}) and can be removed` }));
 }
 
 /** Sync settings. */

@@ -96,7 +96,7 @@ export class Daemon {
           collectAccounts: () => accountsSummary(db),
           // Read at scrape time, once `calls` and `budget` below exist.
           limiterQueue: () => this.calls.limiter.queued(),
-          callThreadNice: () => this.calls.callThreadNice(),
+          rateComplaints: () => this.calls.limiter.complaints,
           budget: () => ({
             limitPerSecond: cfg.tim.rateLimitPerSecond,
             sharePerSecond: this.budget.rate,

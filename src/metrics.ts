@@ -33,11 +33,10 @@ export interface MetricsOptions {
   /** Calls waiting in the rate limiter. Without it, `limiter_queue_depth` is not exported. */
   limiterQueue?: () => number;
   /**
-   * The nice value the call thread asked for (`TIM_CALL_THREAD_NICE`) and the one the kernel applied;
-   * undefined while there is no call thread or it has not reported, and then `call_thread_nice` has
-   * no sample.
+   * "Too frequent" complaints the limiter counted so far, by verdict (`Limiter.complaints`). Without
+   * it, `rate_complaints_total` is not exported.
    */
-  callThreadNice?: () => { wanted: number; nice: number } | undefined;
+  rateComplaints?: () => { slips: number; slowDowns: number };
   /**
    * The call budget as this replica sees it: `TIM_RATE_LIMIT` (the app's quota), this replica's
    * share of it (0 before its first settled decision and while it is fenced) and the live replicas
@@ -218,20 +217,21 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
     });
   }
 
-  if (opts.callThreadNice) {
-    const callThreadNice = opts.callThreadNice;
-    new Gauge({
-      name: `${prefix}call_thread_nice`,
+  if (opts.rateComplaints) {
+    const rateComplaints = opts.rateComplaints;
+    new Counter({
+      name: `${prefix}rate_complaints_total`,
       help:
-        "The call thread's nice value as the kernel applied it, labelled with the one asked for " +
-        '(TIM_CALL_THREAD_NICE); higher than asked when the process may not raise its priority.',
-      labelNames: ['wanted'],
+        'Bursts of "too frequent" answers (60007 and kin) the limiter counted, by verdict: slip (alone, ' +
+        'the rate is kept) or slowdown (one of a run: another client shares the quota, the rate is cut).',
+      labelNames: ['verdict'] as const,
       registers,
       collect() {
-        // A labelled gauge has no sample until set: nothing is shown before the thread reports.
+        // The limiter keeps the counts (in the call thread, when there is one): copy them.
+        const c = rateComplaints();
         this.reset();
-        const r = callThreadNice();
-        if (r) this.set({ wanted: String(r.wanted) }, r.nice);
+        this.inc({ verdict: 'slip' }, c.slips);
+        this.inc({ verdict: 'slowdown' }, c.slowDowns);
       },
     });
   }

@@ -170,7 +170,6 @@ describe('friend-mirror CLI', () => {
         ['TIM_BASE_URL', 'http://example.com'],
         ['DATABASE_URL', 'mysql://x'],
         ['TIM_CALL_THREAD', 'maybe'],
-        ['TIM_CALL_THREAD_NICE', '-30'],
       ] as const) {
         env = { ...saved, [name]: value };
         const r = await run(['sync', '--all']);
@@ -183,6 +182,26 @@ describe('friend-mirror CLI', () => {
       expect(both.code).toBe(2);
       expect(both.err).not.toContain('also-set');
       expect(both.err).not.toContain(KEY);
+    } finally {
+      env = saved;
+    }
+  });
+
+  it('accepts an obsolete setting (TIM_CALL_THREAD_NICE, even out of its old range) and warns once that it is ignored', async () => {
+    const saved = { ...env };
+    const lines: string[] = [];
+    const log = pino({ level: 'warn' }, { write: (l: string) => void lines.push(l) });
+    try {
+      env = { ...saved, TIM_CALL_THREAD_NICE: '-30' };
+      const code = await main(['sync'], { env, log, out: () => {}, errOut: () => {} });
+      expect(code).toBe(0);
+      const warned = lines
+        .map((l) => JSON.parse(l) as { variable?: string; msg: string })
+        .filter((l) => l.variable === 'TIM_CALL_THREAD_NICE');
+      expect(warned).toHaveLength(1);
+      expect(warned[0]!.msg).toBe(
+        'TIM_CALL_THREAD_NICE is ignored (the call thread no longer changes its priority) and can be removed',
+      );
     } finally {
       env = saved;
     }

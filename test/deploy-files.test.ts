@@ -5,10 +5,9 @@
  * The monitoring files in deploy/ have the panels and alerts asked for; that their metrics exist is
  * checked against a running daemon in deploy-monitoring.process.test.ts.
  */
-import { readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { describe, expect, it } from 'vitest';
 import { parse } from 'yaml';
-import { loadTimConfig } from '../src/config.js';
 import { interpolate, parseDockerfile } from './fixtures/compose.js';
 import { exportedSeriesNames, metricNames, readAlertRules, readDashboard } from './fixtures/monitoring.js';
 
@@ -21,7 +20,6 @@ const compose = parse(readFileSync(new URL('docker-compose.yml', root), 'utf8'),
       environment?: Record<string, string>;
       command?: string[];
       entrypoint?: string[];
-      ulimits?: Record<string, number>;
       ports?: string[];
     }
   >;
@@ -42,11 +40,13 @@ describe('docker-compose.yml', () => {
     expect(s['mirror-demo']?.environment?.TIM_BASE_URL).toBe('http://simulator:5080');
   });
 
-  it('lets each mirror (not root in the image) take the default nice value of the call thread', () => {
-    const wanted = loadTimConfig({ TIM_SDKAPPID: '1400000000', TIM_SECRET_KEY: 'k' }).callThreadNice;
-    for (const name of ['mirror', 'mirror-demo']) {
-      // RLIMIT_NICE: a process may lower its nice value down to 20 - the limit.
-      expect(20 - (compose.services[name]?.ulimits?.nice ?? 0), name).toBeLessThanOrEqual(wanted);
+  it('asks for no OS priority: no service needs a nice ulimit or capability (Kubernetes cannot grant one)', () => {
+    expect(composeText).not.toMatch(/\bnice\b|SYS_NICE/);
+    // Nor does the mirror ask for one itself.
+    const src = new URL('src/', root);
+    for (const file of readdirSync(src, { recursive: true, encoding: 'utf8' })) {
+      if (!file.endsWith('.ts')) continue;
+      expect(readFileSync(new URL(file, src), 'utf8'), file).not.toMatch(/\bsetPriority\b/);
     }
   });
 

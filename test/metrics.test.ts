@@ -98,22 +98,24 @@ describe('createMetrics', () => {
     expect(sample(body, 'tim_mirror_sync_lag_seconds')).toBe(0);
   });
 
-  it("reports the call thread's nice value once it is known, labelled with the one asked for", async () => {
-    let nice: { wanted: number; nice: number } | undefined;
-    const m = createMetrics({ callThreadNice: () => nice });
-    const series = 'tim_mirror_call_thread_nice{wanted="-10"}';
-    expect((await m.render()).body).not.toMatch(/^tim_mirror_call_thread_nice/m);
-    nice = { wanted: -10, nice: 0 };
-    expect(sample((await m.render()).body, series)).toBe(0);
-    nice = { wanted: -10, nice: -10 };
-    expect(sample((await m.render()).body, series)).toBe(-10);
-    nice = undefined;
-    expect((await m.render()).body).not.toMatch(/^tim_mirror_call_thread_nice/m);
+  it('counts "too frequent" complaints by verdict, as the limiter counted them', async () => {
+    const counts = { slips: 0, slowDowns: 0 };
+    const m = createMetrics({ rateComplaints: () => counts });
+    const slip = 'tim_mirror_rate_complaints_total{verdict="slip"}';
+    const slowdown = 'tim_mirror_rate_complaints_total{verdict="slowdown"}';
+    let body = (await m.render()).body;
+    expect(sample(body, slip)).toBe(0);
+    expect(sample(body, slowdown)).toBe(0);
+    counts.slips = 3;
+    counts.slowDowns = 2;
+    body = (await m.render()).body;
+    expect(sample(body, slip)).toBe(3);
+    expect(sample(body, slowdown)).toBe(2);
   });
 
   it('leaves out gauges whose source was not given, rather than reporting a made-up 0', async () => {
     const { body } = await createMetrics().render();
-    expect(body).not.toContain('tim_mirror_call_thread_nice');
+    expect(body).not.toContain('tim_mirror_rate_complaints_total');
     expect(body).not.toContain('tim_mirror_limiter_queue_depth');
     expect(body).not.toContain('tim_mirror_accounts');
     expect(body).not.toContain('tim_mirror_sync_lag_seconds');

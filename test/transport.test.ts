@@ -188,7 +188,7 @@ describe('TIM_CALL_THREAD', () => {
       }),
     );
     // Tests take no OS priority.
-    const tim = { ...loadTimConfig({ ...base, ...env }), callThreadNice: 0 };
+    const tim = loadTimConfig({ ...base, ...env });
     return { calls: timCallsFrom(tim, loadSyncConfig(base), log, opts), lines };
   }
   const warnings = <L extends { level: number }>(lines: L[]) => lines.filter((l) => l.level >= 40);

@@ -14,7 +14,7 @@ import { migrateToLatest } from '../src/db/migrate.js';
 import { createDb } from '../src/db/pool.js';
 import { generateApp, Simulator } from '../src/simulator/index.js';
 import { buildCli } from './fixtures/build.js';
-import { atNormalPriority, type DaemonProcess, spawnDaemon, waitUntil } from './fixtures/daemon-process.js';
+import { type DaemonProcess, spawnDaemon, waitUntil } from './fixtures/daemon-process.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
 
 const APP = 1400000777;
@@ -99,7 +99,6 @@ describe('no Node warnings on a clean run', () => {
       env: { ...process.env, ...env },
       stdio: ['ignore', 'pipe', 'pipe'],
     });
-    atNormalPriority(child);
     let stdout = '';
     let stderr = '';
     child.stdout.on('data', (b: Buffer) => {

@@ -6,7 +6,6 @@
  * (p50/p95/max printed for BENCHMARKS.md). Also: the process's callback metrics, a refused
  * callback on the real port, and a clean SIGTERM.
  */
-import { setPriority } from 'node:os';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { percentile } from '../bench/lib/percentile.js';
 import { addAccounts } from '../src/db/accounts.js';
@@ -38,12 +37,6 @@ describe('webhook → mirror, with the daemon at its rate limit', () => {
   let adminUrl: string;
 
   beforeAll(async () => {
-    // As in replicas.process.test.ts: the in-process simulator stands for Tencent's servers.
-    try {
-      setPriority(-10);
-    } catch {
-      // not root
-    }
     const cli = await buildCli();
     database = await createTestDatabase('webhook');
     db = createDb(database.url, { maxConnections: 2 });
@@ -93,11 +86,6 @@ describe('webhook → mirror, with the daemon at its rate limit', () => {
     await sim?.close();
     await db?.destroy();
     await database?.drop();
-    try {
-      setPriority(0);
-    } catch {
-      // not root
-    }
   });
 
   it(`a deleted friendship leaves tim.friends within ${BOUND_MS / 1000} s (${CHANGES} changes, p50/p95/max)`, async () => {

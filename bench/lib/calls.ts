@@ -29,7 +29,20 @@ export interface CallStats {
   sustainedSeconds: number;
   /** Calls per whole second after the first call: the shape of the pass. */
   perSecond: number[];
+  /**
+   * Calls per {@link BUCKET_MS} bucket from the first arrival to `drainAt` (whole buckets only):
+   * while work remained, every bucket should hold about quota × 0.25 calls. An empty one is a
+   * stall of the pipe (the 0.55 incremental pass had one, then ran at half rate).
+   */
+  buckets: number[];
+  /** Buckets of {@link CallStats.buckets} with no call. */
+  emptyBuckets: number;
+  /** The fewest calls in one of them; NaN when the pass was too short to have one. */
+  minBucket: number;
 }
+
+/** Width of the buckets of {@link CallStats.buckets}. */
+export const BUCKET_MS = 250;
 
 /** Summarises the calls logged during one pass. */
 export function callStats(calls: readonly CallRecord[]): CallStats {
@@ -53,6 +66,11 @@ export function callStats(calls: readonly CallRecord[]): CallStats {
   const sustainedEnd = Math.min(Math.max(drainAt, firstAt), lastAt);
   const sustainedSeconds = (sustainedEnd - firstAt) / 1000;
   const inSustained = times.filter((t) => t <= sustainedEnd).length;
+  const buckets = new Array<number>(Math.floor((sustainedEnd - firstAt) / BUCKET_MS)).fill(0);
+  for (const t of times) {
+    const b = Math.floor((t - firstAt) / BUCKET_MS);
+    if (b < buckets.length) buckets[b]! += 1;
+  }
   return {
     arrived: times.length,
     notOk: calls.filter((c) => c.errorCode !== 0).length,
@@ -66,5 +84,8 @@ export function callStats(calls: readonly CallRecord[]): CallStats {
     sustainedRate: sustainedSeconds > 0.5 ? (inSustained - 1) / sustainedSeconds : Number.NaN,
     sustainedSeconds,
     perSecond,
+    buckets,
+    emptyBuckets: buckets.filter((n) => n === 0).length,
+    minBucket: buckets.length > 0 ? Math.min(...buckets) : Number.NaN,
   };
 }

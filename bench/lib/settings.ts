@@ -1,7 +1,7 @@
 /**
  * The benchmark's knobs, from `BENCH_*` variables, with the defaults of issue #5. The mirror's own
  * variables (SYNC_CONCURRENCY, DATABASE_POOL_SIZE, TIM_RATE_JITTER_MS, TIM_TIMEOUT_MS,
- * TIM_CALL_THREAD, TIM_CALL_THREAD_NICE) pass through unchanged and are shown in the command line
+ * TIM_CALL_THREAD) pass through unchanged and are shown in the command line
  * that reproduces a run.
  */
 
@@ -35,7 +35,6 @@ const MIRROR_VARS = [
   'TIM_RATE_JITTER_MS',
   'TIM_TIMEOUT_MS',
   'TIM_CALL_THREAD',
-  'TIM_CALL_THREAD_NICE',
 ];
 
 /** Reads the settings; `defaults` are the full run's or the CI guard's. */

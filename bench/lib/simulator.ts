@@ -44,7 +44,10 @@ export interface SimProcess {
 /** The built CLI, next to this file in dist/. */
 export const CLI_PATH = fileURLToPath(new URL('../../src/cli.js', import.meta.url));
 
-/** The simulator's nice value when the bench may raise it: ahead of the mirror's call thread (-10). */
+/**
+ * The simulator's nice value when the bench may raise it. Only the simulator is raised: it stands
+ * in for Tencent, whose servers do not share our cores. The mirror runs at the priority it is given.
+ */
 export const SIM_NICE = -20;
 
 /** Starts `friend-mirror simulate` and waits until it listens. */
@@ -70,8 +73,7 @@ export async function startSimulator(s: SimSettings): Promise<SimProcess> {
   // The simulator timestamps arrivals, standing in for Tencent, whose servers do not share our
   // cores. At equal priority on a saturated 2-core machine its own scheduling delays bunch arrivals
   // together, so the one-second windows it counts are not the ones the mirror sent; ahead of the
-  // mirror and Postgres in the queue it records them when they arrive. Ahead of the mirror's call
-  // thread too, which asks for nice -10 (TIM_CALL_THREAD_NICE): hence -20. Its own event loop still
+  // mirror and Postgres in the queue it records them when they arrive. Its own event loop still
   // delays stamps (the report prints by how much). Needs root; otherwise it runs at normal
   // priority, and the report says so.
   let raisedPriority = false;

@@ -14,6 +14,7 @@ import {
   TimNetworkError,
   TimTimeoutError,
 } from '../tim/errors.js';
+import type { RateComplaint } from './limiter.js';
 
 /** `workerData` of the call thread. */
 export interface CallThreadSettings {
@@ -26,8 +27,6 @@ export interface CallThreadSettings {
   jitterMs: number;
   /** Hold every call this long (ms) at start; see `CallThread` on restarts. */
   holdMs: number;
-  /** The thread's nice value to ask for on Linux; 0 leaves it as the process's. */
-  nice: number;
   /** The {@link STATE} cells, shared with the main thread. */
   state: SharedArrayBuffer;
 }
@@ -47,16 +46,20 @@ export const STATE = {
   posted: 3,
   /** `post` messages the call thread received (call thread writes). */
   received: 4,
+  /** Complaints the limiter took for timing slips; added to, never reset, so they survive a restart. */
+  slips: 5,
+  /** Complaints the limiter cut the rate for; as `slips`. */
+  slowDowns: 6,
 } as const;
 
 /** Number of {@link STATE} cells. */
-export const STATE_CELLS = 5;
+export const STATE_CELLS = 7;
 
 /** Main thread → call thread. */
 export type ToCallThread =
   | { type: 'post'; id: number; path: string; body: string }
   | { type: 'abort'; id: number }
-  | { type: 'slowDown'; recoverMs?: number }
+  | { type: 'slowDown' }
   | { type: 'pause'; ms: number }
   | { type: 'setRate'; rate: number }
   | { type: 'stop' };
@@ -65,18 +68,8 @@ export type ToCallThread =
 export type FromCallThread =
   | { type: 'reply'; id: number; body: ArrayBuffer; sentAt: number }
   | { type: 'error'; id: number; error: WireError }
-  | { type: 'priority'; report: PriorityReport }
+  | { type: 'complaint'; complaint: RateComplaint }
   | { type: 'stopped' };
-
-/** What the call thread got when it asked for its nice value (sent once, at start). */
-export interface PriorityReport {
-  /** The nice value asked for. */
-  wanted: number;
-  /** The thread's nice value now, read back. */
-  nice: number;
-  /** Why it is not `wanted`: the error code (EACCES: no CAP_SYS_NICE and no `nice` ulimit), or not Linux. */
-  refused?: string;
-}
 
 /** A transport error as data. */
 export type WireError = { sentAt?: number } & (

@@ -6,14 +6,12 @@
  * Each `post` is `limiter.schedule(() => transport.post(...))`; the reply transfers the body's
  * buffer. The path carries the UserSig: it is used for the request and never logged or echoed.
  */
-import { getPriority, setPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
 import { TimAbortError, TimError } from '../tim/errors.js';
 import { UndiciTransport } from '../tim/transport.js';
 import {
   type CallThreadSettings,
   type FromCallThread,
-  type PriorityReport,
   STATE,
   type ToCallThread,
   toWire,
@@ -28,30 +26,7 @@ interface Call {
   sent: boolean;
 }
 
-/**
- * Asks for the thread's nice value. On Linux, nice is per thread and `setpriority(PRIO_PROCESS, 0)`
- * (what `os.setPriority` calls with no pid) sets the calling thread's alone, so this raises the call
- * thread over the main thread's decoding and SQL and over other processes (Postgres, on a shared
- * machine) without touching them. Elsewhere it would renice the whole process, so it is not tried.
- * Why it matters: on a busy 2-core machine the thread woke 3–15 ms late for its slots and the sweep
- * lost about 1% of the quota (BENCHMARKS.md). It uses little CPU, so it starves no one.
- */
-function applyNice(wanted: number): PriorityReport {
-  if (wanted === 0) return { wanted, nice: getPriority() };
-  if (process.platform !== 'linux') return { wanted, nice: getPriority(), refused: 'not Linux' };
-  try {
-    setPriority(wanted);
-    return { wanted, nice: getPriority() };
-  } catch (err) {
-    // A SystemError: `code` is ERR_SYSTEM_ERROR, the errno name (EACCES) is in `info`.
-    const e = err as { code?: unknown; info?: { code?: unknown } };
-    const code = e.info?.code ?? e.code;
-    return { wanted, nice: getPriority(), refused: typeof code === 'string' ? code : 'error' };
-  }
-}
-
 function serve(port: NonNullable<typeof parentPort>, settings: CallThreadSettings): void {
-  port.postMessage({ type: 'priority', report: applyNice(settings.nice) } satisfies FromCallThread);
   const state = new Int32Array(settings.state);
   const calls = new Map<number, Call>();
   let stopping = false;
@@ -65,6 +40,11 @@ function serve(port: NonNullable<typeof parentPort>, settings: CallThreadSetting
     ratePerSecond: settings.ratePerSecond,
     jitterMs: settings.jitterMs,
     onChange: publish,
+    onComplaint: (complaint) => {
+      // Added to, not stored: the cells outlive a crashed thread, and the counts are the process's.
+      Atomics.add(state, complaint.verdict === 'slip' ? STATE.slips : STATE.slowDowns, 1);
+      port.postMessage({ type: 'complaint', complaint } satisfies FromCallThread);
+    },
   });
   const transport = new UndiciTransport({
     origin: settings.origin,
@@ -139,7 +119,7 @@ function serve(port: NonNullable<typeof parentPort>, settings: CallThreadSetting
         break;
       }
       case 'slowDown':
-        limiter.slowDown(msg.recoverMs);
+        limiter.slowDown();
         break;
       case 'pause':
         limiter.pause(msg.ms);

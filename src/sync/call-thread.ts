@@ -3,8 +3,8 @@
  * nothing else (`call-thread-worker.ts`), while this thread decodes pages and writes to Postgres.
  *
  * Why: pacing is timing-critical and the main thread is not. It parses pages of hundreds of KB,
- * builds SQL and collects garbage, blocking its loop for tens of milliseconds at a time (p99 26–36 ms
- * in the full-sweep benchmark). A limiter on that loop loses slots when its timers fire late, and a
+ * builds SQL and collects garbage, blocking its loop for many milliseconds at a time (the bench
+ * reports its event-loop delay). A limiter on that loop loses slots when its timers fire late, and a
  * granted call reaches the socket only when the loop gets to it, which can exceed the jitter the
  * rate guarantee allows for. On its own loop the limiter's timers fire on time and a granted call
  * is written at once. The guarantee itself is unchanged: it is the same {@link CallLimiter}, in the
@@ -27,15 +27,20 @@ import {
   type CallThreadSettings,
   type FromCallThread,
   fromWire,
-  type PriorityReport,
   STATE,
   STATE_CELLS,
   TimCallThreadError,
   type ToCallThread,
 } from './call-thread-protocol.js';
-import type { CallLimiter, Limiter } from './limiter.js';
+import {
+  type CallLimiter,
+  type ComplaintCounts,
+  type Limiter,
+  limiterWindowMs,
+  type RateComplaint,
+} from './limiter.js';
 
-export { type PriorityReport, TimCallThreadError } from './call-thread-protocol.js';
+export { TimCallThreadError } from './call-thread-protocol.js';
 
 /** Options of {@link openCallThread}. */
 export interface CallThreadOptions {
@@ -51,13 +56,8 @@ export interface CallThreadOptions {
   ratePerSecond: number;
   /** As {@link CallLimiter}'s `jitterMs`. */
   jitterMs: number;
-  /**
-   * The thread's nice value on Linux (see `call-thread-worker.ts`); 0 or absent leaves it as the
-   * process's. Below 0 it needs CAP_SYS_NICE or a `nice` ulimit of at least 20 - nice.
-   */
-  nice?: number;
-  /** Told, once per thread started, what nice value the thread asked for and got. */
-  onPriority?: (report: PriorityReport) => void;
+  /** Told about each complaint the thread's limiter counted (see {@link CallLimiter.slowDown}). */
+  onComplaint?: (complaint: RateComplaint) => void;
   /** Told when the thread dies unexpectedly (to log it); see {@link CallThreadCrash}. */
   onCrash?: (crash: CallThreadCrash) => void;
   /** Unexpected exits within a minute that are restarted; one more and the thread gives up. Default 3. */
@@ -148,7 +148,7 @@ export class CallThread {
   constructor(opts: CallThreadOptions, url: URL) {
     this.#opts = opts;
     this.#url = url;
-    this.#windowMs = 1000 + opts.jitterMs;
+    this.#windowMs = limiterWindowMs(opts.jitterMs);
     this.#rate = Math.max(0, Math.floor(opts.ratePerSecond));
     this.#worker = this.#spawn(0);
     this.limiter = new ThreadLimiter(this);
@@ -181,7 +181,6 @@ export class CallThread {
       ratePerSecond: this.#rate,
       jitterMs: this.#opts.jitterMs,
       holdMs,
-      nice: this.#opts.nice ?? 0,
       state: s.buffer as SharedArrayBuffer,
     };
     const worker = new Worker(this.#url, {
@@ -189,9 +188,8 @@ export class CallThread {
       name: 'tim-call-thread',
       // The thread holds little at a time (requests in flight; bodies are transferred out as they
       // arrive), but V8 sizes a new isolate's young generation like a main thread's and let it grow
-      // to tens of MB under the churn of 200 bodies a second: the full sweep's peak RSS was 300 MB
-      // with the defaults and 250 MB with these (BENCHMARKS.md). Bodies are ArrayBuffers, outside
-      // these limits.
+      // far past that under the churn of a body per call, which showed in the full sweep's peak RSS
+      // (BENCHMARKS.md). Bodies are ArrayBuffers, outside these limits.
       resourceLimits: { maxYoungGenerationSizeMb: 4, maxOldGenerationSizeMb: 64 },
     });
     worker.on('message', (msg: FromCallThread) => this.#onMessage(msg));
@@ -252,8 +250,8 @@ export class CallThread {
       case 'error':
         this.#settle(msg.id)?.reject(fromWire(msg.error));
         break;
-      case 'priority':
-        this.#opts.onPriority?.(msg.report);
+      case 'complaint':
+        this.#opts.onComplaint?.(msg.complaint);
         break;
       case 'stopped':
         this.#stopped?.();
@@ -348,8 +346,8 @@ class ThreadLimiter implements Limiter {
     return fn();
   }
 
-  slowDown(recoverMs?: number): void {
-    this.#thread.control({ type: 'slowDown', ...(recoverMs !== undefined ? { recoverMs } : {}) });
+  slowDown(): void {
+    this.#thread.control({ type: 'slowDown' });
   }
 
   pause(ms: number): void {
@@ -366,6 +364,10 @@ class ThreadLimiter implements Limiter {
 
   get slowdownFactor(): number {
     return this.#thread.read(STATE.factorPpm) / 1_000_000;
+  }
+
+  get complaints(): Readonly<ComplaintCounts> {
+    return { slips: this.#thread.read(STATE.slips), slowDowns: this.#thread.read(STATE.slowDowns) };
   }
 
   /** Calls the thread's limiter holds, plus calls on their way to it. */

@@ -1,25 +1,58 @@
 /**
  * The call-rate limiter: every friend_get call of this process goes through it.
  *
- * Bottleneck paces calls `minTime` apart, which spreads them evenly instead of bursting at the top
- * of each second. Timers can fire late, and a late call followed by an on-time one would sit closer
- * together than `minTime`, so a sliding-window guard runs right before each call as well: it keeps
- * the start times of the last `limit` calls and waits until the oldest is old enough.
+ * ONE mechanism decides when a call may start: a bottleneck limiter with `minTime` and a small
+ * `maxConcurrent` (D), whose jobs are slots. A slot job only hands its slot to the first call in
+ * line (and asks for another slot while calls wait) and returns; the call itself runs outside
+ * bottleneck. Bottleneck times a job only when it may run it (`LocalDatastore.__register__`: the
+ * job's start is `max(nextRequest, now)`, and `nextRequest` moves on by `minTime`), so with D
+ * running at most it times at most D slots ahead. Hence:
+ * - a rate change (`updateSettings`) applies to calls already waiting, from the slots not yet
+ *   timed: no queue to rebuild;
+ * - rate 0 and pauses are `reservoir: 0`, which stops bottleneck from timing any slot (`null` again
+ *   resumes); a slot timed before the pause that comes up during it is not used;
+ * - the line of waiting calls is ours, not one bottleneck job each: a call that gives up waiting
+ *   (its signal aborts) leaves it at once, and bottleneck's bookkeeping per job (a submitted job
+ *   takes its register lock for an event-loop turn) is paid per slot, not per call.
  *
- * Bottleneck fixes each queued job's start time when the job is queued. So that a raise (a replica
- * taking over a gone one's share, a slow-down ending) applies to calls already waiting, a raise
- * lets every call still waiting for its bottleneck slot go on to the window guard, which spaces
- * them at the new rate, and starts a new bottleneck at the new pace for the calls that follow.
+ * The guarantee: at most `L` calls ARRIVE at Tencent in any one-second window, whatever the event
+ * loop does. Tencent stamps arrivals, and network delays differ by up to `jitterMs` (J), so the
+ * starts of any L+1 consecutive calls must span more than W = 1000 ms + J. Grants follow bottleneck's
+ * slot times s₁, s₂, …, each at least `minTime` (m) after the one before; a timer can fire late, never
+ * early, so the grant aᵢ ≥ sᵢ. A late grant does not push the schedule back: the slots after it may
+ * come less than m after it (catch-up, so a late timer costs no rate). But a slot is timed only
+ * once the one D before it has run, so s(i+D) ≥ a(i), and
+ *   a(i+L) ≥ s(i+L) ≥ s(i+D) + (L−D)·m ≥ a(i) + (L−D)·m.
+ * So m = W/(L−D), not W/L: with m = W/L, a late grant followed by on-time ones fits L+1 starts in W
+ * (the fencepost, and the catch-up). Timers and `Date.now()` count whole milliseconds, so each end
+ * of the span may be off by up to a millisecond: W gets {@link CLOCK_SLACK_MS} more. With on-time
+ * timers the span is L·m, D slots more than needed. When L ≤ D the bound says nothing; there
+ * m = 2W, which holds for any timer up to a whole window late.
  *
- * Tencent counts calls when they ARRIVE, and the network delays each call differently. The guard
- * therefore allows `limit` calls per (1 s + `jitterMs`), not per second: if L+1 calls arrived within
- * one second, each delayed by between 0 and `jitterMs`, they would have started within 1 s + jitterMs,
- * which the guard forbids. So "at most `limit` calls in ANY one-second window at the server" holds by
- * construction for any jitter up to `jitterMs`, not just on average. The cost is the throughput:
- * 20 ms of allowance runs 200/s at 196/s.
+ * D: between running a slot and timing the next, bottleneck takes a couple of event-loop turns of
+ * its own (its datastore yields to the loop on every step). When slots are a few milliseconds apart,
+ * those turns on a busy machine can outlast the wait for the next slot, and D = 1 then loses rate.
+ * From {@link PIPELINE_FROM_RATE} calls/s on, D = 2: the next slot is timed while the one before
+ * waits, at a cost of one slot per window. Below it slots are far apart, and D = 1.
  */
 import Bottleneck from 'bottleneck';
 import { onAbort } from '../abort-listeners.js';
+
+/** What {@link Limiter.slowDown} made of a complaint (see there). */
+export interface RateComplaint {
+  /** `slip`: a complaint alone, the rate is kept; `slowdown`: one of a run, the rate was cut. */
+  verdict: 'slip' | 'slowdown';
+  /** The slow-down factor after it (1 = none). */
+  factor: number;
+  /** Calls per second allowed after it. */
+  rate: number;
+}
+
+/** How many complaints {@link Limiter.slowDown} took for slips and how many for a run (cuts). */
+export interface ComplaintCounts {
+  slips: number;
+  slowDowns: number;
+}
 
 /**
  * What a sync needs of a call-rate limiter. {@link CallLimiter} paces calls in this thread; the call
@@ -28,8 +61,8 @@ import { onAbort } from '../abort-listeners.js';
 export interface Limiter {
   /** Runs `fn` when the budget allows. Rejects without running it if `signal` aborts first. */
   schedule<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T>;
-  /** Tencent said "too frequent": halve the rate for a while (see {@link CallLimiter.slowDown}). */
-  slowDown(recoverMs?: number): void;
+  /** Tencent said "too frequent" (see {@link CallLimiter.slowDown}). */
+  slowDown(): void;
   /** Holds every call for `ms`. */
   pause(ms: number): void;
   /** Changes the allowed calls per second; 0 holds every call. */
@@ -38,6 +71,8 @@ export interface Limiter {
   readonly rate: number;
   /** The current slow-down factor (1 = none). */
   readonly slowdownFactor: number;
+  /** Complaints so far, by what was made of them. */
+  readonly complaints: Readonly<ComplaintCounts>;
   /** Calls waiting for their turn. */
   queued(): number;
   /** Drops queued calls and stops pacing. */
@@ -50,54 +85,97 @@ export interface CallLimiterOptions {
   ratePerSecond: number;
   /** Largest difference in network delay between two calls that the guarantee covers. Default 20 ms. */
   jitterMs?: number;
-  /** Milliseconds clock; injectable for tests. */
-  now?: () => number;
   /** Told whenever {@link CallLimiter.rate} or {@link CallLimiter.slowdownFactor} may have changed. */
   onChange?: () => void;
+  /** Told about each complaint {@link CallLimiter.slowDown} counted (not the repeats of a burst). */
+  onComplaint?: (complaint: RateComplaint) => void;
 }
 
-/** The window the limiter counts calls in: one second plus the jitter allowance. */
+/** The window the guarantee covers: one second plus the jitter allowance. */
 export function limiterWindowMs(jitterMs = 20): number {
   return 1000 + jitterMs;
 }
 
+/** How far whole-millisecond timers and clocks may put each end of a span off. */
+const CLOCK_SLACK_MS = 2;
+/** From this rate on, bottleneck times two slots ahead rather than one (see the module comment). */
+const PIPELINE_FROM_RATE = 50;
+
+/** Slots bottleneck may time ahead at `rate` calls per second: D in the module comment. */
+function depthAt(rate: number): number {
+  return rate >= PIPELINE_FROM_RATE ? 2 : 1;
+}
+
+/** The spacing of slots at `rate` calls per second: m in the module comment. */
+function spacingAt(rate: number, jitterMs: number): number {
+  const span = limiterWindowMs(jitterMs) + CLOCK_SLACK_MS;
+  const depth = depthAt(rate);
+  return rate > depth ? span / (rate - depth) : 2 * span;
+}
+
+/**
+ * A second complaint within this long of the one before makes a run: someone else is calling with
+ * the same quota. One complaint with none this long before it is a timing slip.
+ */
+export const COMPLAINT_RUN_MS = 5_000;
+/** The slowest a run of complaints takes the rate, as a fraction of the allowed one. */
+const SLOWEST_FACTOR = 0.25;
+/**
+ * After a cut, calls made before it still fill the server's window and may be refused for up to a
+ * window more: complaints within that window are the same complaint, and a later one (the cut was
+ * not enough) cuts again. So the rate doubles back first this long after that window, once calls
+ * in flight when it ended have had their answers, then every {@link RECOVER_STEP_MS}: from a half
+ * it is back in full 1.5 s plus the jitter allowance after the last cut, from a quarter half a
+ * second later.
+ */
+const RECOVER_MARGIN_MS = 500;
+/** See {@link RECOVER_MARGIN_MS}. */
+const RECOVER_STEP_MS = 500;
+
+/** A call waiting for a slot. */
+interface Waiter {
+  grant: () => void;
+  fail: (err: unknown) => void;
+}
+
 /** Paces calls under a calls-per-second budget. */
 export class CallLimiter implements Limiter {
-  #bottleneck: Bottleneck;
-  /** Calls waiting for their bottleneck slot, each with a way to skip the rest of that wait. */
-  readonly #waitingForSlot = new Set<() => void>();
-  /** The effective rate last applied, to tell a raise. */
-  #applied: number;
-  readonly #window: SlidingWindow;
+  readonly #bottleneck: Bottleneck;
+  /** Calls waiting for a slot, first in line first (a Set keeps insertion order). */
+  readonly #waiting = new Set<Waiter>();
+  readonly #jitterMs: number;
   readonly #windowMs: number;
   /** The rate we are allowed (this replica's share of the budget). */
   #rate: number;
-  /** Fraction of #rate in use after Tencent said "too frequent": 1 normally, halved per complaint. */
+  /** Fraction of #rate in use during a run of complaints: 1 normally. */
   #factor = 1;
   #recoverTimer: NodeJS.Timeout | undefined;
   #pausedUntil = 0;
-  #lastSlowDown = Number.NEGATIVE_INFINITY;
   #pauseTimer: NodeJS.Timeout | undefined;
-  readonly #now: () => number;
+  #lastComplaint = Number.NEGATIVE_INFINITY;
+  readonly #counts: ComplaintCounts = { slips: 0, slowDowns: 0 };
+  /** Slot jobs in bottleneck (queued, timed or running): at most {@link CallLimiter.#depth}. */
+  #slotsAsked = 0;
+  /** Bottleneck's `maxConcurrent`: D in the module comment. */
+  #depth = 1;
+  #stopped: Promise<void> | undefined;
   readonly #onChange: (() => void) | undefined;
+  readonly #onComplaint: ((complaint: RateComplaint) => void) | undefined;
 
   constructor(opts: CallLimiterOptions) {
-    this.#now = opts.now ?? (() => performance.now());
     this.#onChange = opts.onChange;
-    this.#windowMs = limiterWindowMs(opts.jitterMs);
+    this.#onComplaint = opts.onComplaint;
+    this.#jitterMs = opts.jitterMs ?? 20;
+    this.#windowMs = limiterWindowMs(this.#jitterMs);
     this.#rate = Math.max(0, Math.floor(opts.ratePerSecond));
-    this.#bottleneck = new Bottleneck({ minTime: this.#minTime(this.#rate), maxConcurrent: null });
-    this.#window = new SlidingWindow(this.#rate, this.#windowMs, this.#now);
-    this.#applied = this.#rate;
+    this.#bottleneck = new Bottleneck({ maxConcurrent: this.#depth, ...this.#settings(this.#rate) });
   }
 
-  /**
-   * Bottleneck fixes each queued job's start time when it is queued, so a slow pace set while
-   * paused would hold back every queued job long after the rate is raised. While paused, jobs pass
-   * straight through to the window guard, which holds them until the rate is raised.
-   */
-  #minTime(rate: number): number {
-    return rate === 0 ? 0 : this.#windowMs / rate;
+  /** Bottleneck's settings for `rate`; sets {@link CallLimiter.#depth} to go with them. */
+  #settings(rate: number): Bottleneck.ConstructorOptions {
+    if (rate === 0) return { reservoir: 0 };
+    this.#depth = depthAt(rate);
+    return { reservoir: null, maxConcurrent: this.#depth, minTime: spacingAt(rate, this.#jitterMs) };
   }
 
   /** Calls per second this limiter currently allows (after any slow-down or pause). */
@@ -106,59 +184,14 @@ export class CallLimiter implements Limiter {
   }
 
   #effective(): number {
-    if (this.#now() < this.#pausedUntil) return 0;
+    if (Date.now() < this.#pausedUntil) return 0;
     // A slowed share of a few calls a second would round to 0, which means "paused": keep 1/s.
     return this.#rate === 0 ? 0 : Math.max(1, Math.floor(this.#rate * this.#factor));
   }
 
   #apply(): void {
-    const rate = this.#effective();
-    if (rate > this.#applied && this.#waitingForSlot.size > 0) {
-      // Their slots were fixed at the old pace: let them go to the window guard now, and pace the
-      // calls that follow with a bottleneck that has no slots taken at the old pace.
-      const old = this.#bottleneck;
-      this.#bottleneck = new Bottleneck({ minTime: this.#minTime(rate), maxConcurrent: null });
-      for (const go of [...this.#waitingForSlot]) go();
-      void old.stop({ dropWaitingJobs: true }).catch(() => {});
-    } else {
-      this.#bottleneck.updateSettings({ minTime: this.#minTime(rate) });
-    }
-    this.#applied = rate;
-    this.#window.setLimit(rate);
+    void this.#bottleneck.updateSettings(this.#settings(this.#effective()));
     this.#onChange?.();
-  }
-
-  /**
-   * Tencent answered "too frequent" (60007, 60011, 60018, 60019) although we kept to our budget:
-   * its counter disagrees with ours, or someone else calls with the same app. Halve the rate (down
-   * to a quarter), then double it back every `recoverMs` without another complaint.
-   */
-  slowDown(recoverMs = 10_000): void {
-    // The calls in flight when Tencent starts refusing all hear it within milliseconds; one burst
-    // of refusals is one complaint, or it would take the rate to the floor at once.
-    const now = this.#now();
-    if (now - this.#lastSlowDown < this.#windowMs) return;
-    this.#lastSlowDown = now;
-    this.#factor = Math.max(0.25, this.#factor / 2);
-    this.#apply();
-    if (this.#recoverTimer) clearTimeout(this.#recoverTimer);
-    const recover = () => {
-      this.#factor = Math.min(1, this.#factor * 2);
-      this.#apply();
-      this.#recoverTimer = this.#factor < 1 ? setTimeout(recover, recoverMs) : undefined;
-      this.#recoverTimer?.unref();
-    };
-    this.#recoverTimer = setTimeout(recover, recoverMs);
-    this.#recoverTimer.unref();
-  }
-
-  /** Holds every call for `ms` (e.g. 60 s after 70050, too many failed UserSig checks). */
-  pause(ms: number): void {
-    this.#pausedUntil = Math.max(this.#pausedUntil, this.#now() + ms);
-    this.#apply();
-    if (this.#pauseTimer) clearTimeout(this.#pauseTimer);
-    this.#pauseTimer = setTimeout(() => this.#apply(), this.#pausedUntil - this.#now() + 1);
-    this.#pauseTimer.unref();
   }
 
   /** The current slow-down factor (1 = none); for metrics and tests. */
@@ -166,10 +199,63 @@ export class CallLimiter implements Limiter {
     return this.#factor;
   }
 
+  /** Complaints so far: slips (rate kept) and slow-downs (rate cut). */
+  get complaints(): Readonly<ComplaintCounts> {
+    return { ...this.#counts };
+  }
+
+  /**
+   * Tencent answered "too frequent" (60007, 60011, 60018, 60019) although we kept to our budget.
+   * The answer fits the evidence:
+   * - the calls in flight when Tencent starts refusing all hear it within milliseconds: complaints
+   *   within one window of the last counted one are the same complaint;
+   * - a complaint alone (none in the {@link COMPLAINT_RUN_MS} before it) is a timing slip, one call
+   *   counted over by the server's clock: the rate stays (the refused call's retry waits a second
+   *   anyway). Halving the rate for it once cost a whole pass half its rate;
+   * - another complaint soon after means another client shares the quota: halve the rate (down to
+   *   a quarter). Without a further complaint it doubles back from one window and
+   *   {@link RECOVER_MARGIN_MS} after the cut, then every {@link RECOVER_STEP_MS}: back in full
+   *   within about 2 s of the last complaint.
+   */
+  slowDown(): void {
+    const now = Date.now();
+    const since = now - this.#lastComplaint;
+    if (since < this.#windowMs) return;
+    this.#lastComplaint = now;
+    if (since > COMPLAINT_RUN_MS) {
+      this.#counts.slips++;
+      this.#onComplaint?.({ verdict: 'slip', factor: this.#factor, rate: this.#effective() });
+      this.#onChange?.();
+      return;
+    }
+    this.#counts.slowDowns++;
+    this.#factor = Math.max(SLOWEST_FACTOR, this.#factor / 2);
+    this.#apply();
+    this.#onComplaint?.({ verdict: 'slowdown', factor: this.#factor, rate: this.#effective() });
+    if (this.#recoverTimer) clearTimeout(this.#recoverTimer);
+    const recover = () => {
+      this.#factor = Math.min(1, this.#factor * 2);
+      this.#apply();
+      this.#recoverTimer = this.#factor < 1 ? setTimeout(recover, RECOVER_STEP_MS) : undefined;
+      this.#recoverTimer?.unref();
+    };
+    this.#recoverTimer = setTimeout(recover, this.#windowMs + RECOVER_MARGIN_MS);
+    this.#recoverTimer.unref();
+  }
+
+  /** Holds every call for `ms` (e.g. 60 s after 70050, too many failed UserSig checks). */
+  pause(ms: number): void {
+    this.#pausedUntil = Math.max(this.#pausedUntil, Date.now() + ms);
+    this.#apply();
+    if (this.#pauseTimer) clearTimeout(this.#pauseTimer);
+    this.#pauseTimer = setTimeout(() => this.#apply(), this.#pausedUntil - Date.now() + 1);
+    this.#pauseTimer.unref();
+  }
+
   /**
    * Changes the allowed rate (a replica's share of the budget moves as replicas come and go).
-   * 0 pauses every call until the rate is raised again. A lower rate holds for new calls at once;
-   * calls already made stay in the window, so the lower rate is reached within one window.
+   * 0 holds every call until the rate is raised again. A new rate applies from the next slot on;
+   * calls already made stay in the server's window, so a lower rate is reached within one window.
    */
   setRate(ratePerSecond: number): void {
     const rate = Math.max(0, Math.floor(ratePerSecond));
@@ -180,118 +266,71 @@ export class CallLimiter implements Limiter {
 
   /** Runs `fn` when the budget allows. Rejects without running it if `signal` aborts first. */
   schedule<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
-    const slot = new Promise<void>((resolve) => {
-      const go = () => {
-        if (!this.#waitingForSlot.delete(go)) return;
-        resolve();
+    if (this.#stopped) return Promise.reject(new Error('limiter stopped'));
+    if (signal?.aborted) return Promise.reject(signal.reason);
+    const turn = new Promise<void>((resolve, reject) => {
+      const waiter: Waiter = {
+        grant: () => {
+          cancel?.();
+          resolve();
+        },
+        fail: (err) => {
+          cancel?.();
+          reject(err);
+        },
       };
-      this.#waitingForSlot.add(go);
-      // Dropped (a raise replaced this bottleneck, or stop()): go on; the window decides.
-      this.#bottleneck.schedule(async () => go()).catch(go);
+      const cancel = signal
+        ? onAbort(signal, () => {
+            if (this.#waiting.delete(waiter)) reject(signal.reason);
+          })
+        : undefined;
+      this.#waiting.add(waiter);
     });
-    return slot.then(async () => {
-      signal?.throwIfAborted();
-      await this.#window.acquire(signal);
-      return fn();
-    });
+    this.#askSlot();
+    return turn.then(fn);
+  }
+
+  /** Keeps as many slot jobs in bottleneck as it may time ahead, or as calls wait if fewer. */
+  #askSlot(): void {
+    while (this.#slotsAsked < this.#depth && this.#slotsAsked < this.#waiting.size && !this.#stopped) {
+      this.#slotsAsked++;
+      // Rejected only by stop(), which fails the waiting calls itself.
+      this.#bottleneck.schedule(async () => this.#useSlot()).catch(() => {});
+    }
+  }
+
+  #useSlot(): void {
+    this.#slotsAsked--;
+    // Timed before a pause or rate 0 began: not used. The next one waits, as `reservoir: 0` holds it.
+    if (this.#effective() > 0) {
+      // Every call in line is still waiting (one that gave up has left it); none: the slot goes unused.
+      const first = this.#waiting.values().next();
+      if (!first.done) {
+        this.#waiting.delete(first.value);
+        first.value.grant();
+      }
+    }
+    this.#askSlot();
   }
 
   /** Calls waiting for their turn. */
   queued(): number {
-    // Not bottleneck.queued(): with no concurrency cap, bottleneck moves every job to RUNNING at
-    // once, each on a timer for its slot, so its queue is nearly always empty while calls wait.
-    // Every call is either waiting for its slot or for the window.
-    return this.#waitingForSlot.size + this.#window.waiting;
+    return this.#waiting.size;
   }
 
   /** Drops queued calls and stops pacing. */
-  async stop(): Promise<void> {
+  stop(): Promise<void> {
+    this.#stopped ??= this.#shutdown();
+    return this.#stopped;
+  }
+
+  async #shutdown(): Promise<void> {
     if (this.#recoverTimer) clearTimeout(this.#recoverTimer);
     if (this.#pauseTimer) clearTimeout(this.#pauseTimer);
-    this.#window.close();
+    const waiting = [...this.#waiting];
+    this.#waiting.clear();
+    for (const w of waiting) w.fail(new Error('limiter stopped'));
     await this.#bottleneck.stop({ dropWaitingJobs: true });
-  }
-}
-
-/**
- * At most `limit` acquisitions in any `windowMs`. Acquisitions are granted in call order. The limit
- * can change at any time; 0 holds every acquisition until it is raised.
- */
-export class SlidingWindow {
-  readonly #windowMs: number;
-  readonly #now: () => number;
-  #limit: number;
-  /** Grant times within the last window, oldest first. */
-  #grants: number[] = [];
-  #tail: Promise<void> = Promise.resolve();
-  /** Wakes a waiter when the limit changes or the window closes. */
-  #changed = new AbortController();
-  #closed = false;
-  #waiting = 0;
-  /** Earliest time of the next grant, for even spacing. */
-  #nextAt = Number.NEGATIVE_INFINITY;
-
-  constructor(limit: number, windowMs: number, now: () => number) {
-    this.#limit = limit;
-    this.#windowMs = windowMs;
-    this.#now = now;
-  }
-
-  /** Acquisitions waiting for their turn. */
-  get waiting(): number {
-    return this.#waiting;
-  }
-
-  /** Changes the limit; waiters re-check at once. */
-  setLimit(limit: number): void {
-    this.#limit = limit;
-    const changed = this.#changed;
-    this.#changed = new AbortController();
-    changed.abort();
-  }
-
-  /** Rejects current and future waiters (shutdown). */
-  close(): void {
-    this.#closed = true;
-    this.setLimit(this.#limit);
-  }
-
-  /** Resolves when a call may start. */
-  acquire(signal?: AbortSignal): Promise<void> {
-    this.#waiting++;
-    // Chained so that concurrent callers are granted one at a time, in order.
-    const turn = this.#tail.then(() => this.#grant(signal)).finally(() => this.#waiting--);
-    this.#tail = turn.catch(() => {});
-    return turn;
-  }
-
-  async #grant(signal?: AbortSignal): Promise<void> {
-    for (;;) {
-      signal?.throwIfAborted();
-      if (this.#closed) throw new Error('limiter stopped');
-      const now = this.#now();
-      while (this.#grants.length > 0 && this.#grants[0]! + this.#windowMs <= now) this.#grants.shift();
-      // Spaced evenly as well as counted: after a pause (or a raise) the window is empty, and
-      // without spacing every waiting call would go out in one burst. Slots are kept on a schedule
-      // (#nextAt), not measured from the last actual grant, so late timers do not lower the rate.
-      const spacing = this.#limit === 0 ? 0 : this.#nextAt - now;
-      if (this.#grants.length < this.#limit && spacing <= 0) break;
-      // Full, too soon, or paused: wait until a call may go, or the limit changes.
-      const wait =
-        this.#grants.length < this.#limit
-          ? spacing
-          : this.#limit > 0 && this.#grants.length > 0
-            ? this.#grants[this.#grants.length - this.#limit]! + this.#windowMs - now
-            : 60_000;
-      const changed = this.#changed.signal;
-      const wake = signal ? AbortSignal.any([signal, changed]) : changed;
-      await sleep(Math.max(wait, 1), wake).catch(() => {});
-    }
-    const now = this.#now();
-    this.#grants.push(now);
-    // At most one slot of catch-up after an idle spell: the schedule never banks a burst.
-    const interval = this.#windowMs / Math.max(this.#limit, 1);
-    this.#nextAt = Math.max(this.#nextAt, now - interval) + interval;
   }
 }
 
