@@ -2,9 +2,9 @@
  * `npm run bench`: measures the mirror against the quota (issue #5) and writes BENCHMARKS.md.
  * `npm run bench:ci`: a small full sweep that fails only on gross regressions (bench/lib/guard.ts).
  *
- * usage: node dist/bench/run.js [--ci] [--only full,incremental,ceiling,scheduler,freshness,status] [--no-write]
+ * usage: node dist/bench/run.js [--ci] [--only full,incremental,wide,ceiling,scheduler,freshness,status] [--no-write]
  *
- * Settings: BENCH_* variables (bench/lib/settings.ts); the mirror's SYNC_CONCURRENCY,
+ * Settings: BENCH_* variables (bench/lib/settings.ts); the mirror's SYNC_CONCURRENCY, SYNC_ROW_BUDGET,
  * DATABASE_POOL_SIZE, TIM_RATE_JITTER_MS, TIM_TIMEOUT_MS and TIM_CALL_THREAD pass through to it
  * (e.g. TIM_CALL_THREAD=false to compare with pacing on the main thread). Postgres: BENCH_DATABASE_URL, else
  * TEST_DATABASE_URL, else an embedded server. BENCHMARKS.md is written only by a run of every
@@ -26,8 +26,9 @@ import { type FreshnessResult, freshnessLines, runFreshness } from './scenarios/
 import { runScheduler, type SchedulerResult } from './scenarios/scheduler.js';
 import { runStatus, type StatusResult, statusLines } from './scenarios/status.js';
 import { type PassMeasure, runSweep, type SweepResult } from './scenarios/sweep.js';
+import { runWide, type WideResult, wideLines } from './scenarios/wide.js';
 
-const ALL = ['full', 'incremental', 'ceiling', 'scheduler', 'freshness', 'status'] as const;
+const ALL = ['full', 'incremental', 'wide', 'ceiling', 'scheduler', 'freshness', 'status'] as const;
 type Scenario = (typeof ALL)[number];
 
 /**
@@ -66,6 +67,8 @@ interface Results {
   settings: BenchSettings;
   sweep?: SweepResult;
   sweepCommand?: string;
+  wide?: WideResult;
+  wideCommand?: string;
   ceiling?: CeilingResult;
   ceilingCommand?: string;
   scheduler?: SchedulerResult;
@@ -92,6 +95,15 @@ function freshnessSettings(settings: BenchSettings) {
     intervalSeconds: n('INTERVAL_SECONDS', 30),
     changes: n('CHANGES', 40),
   };
+}
+
+/**
+ * The wide sweep's app (issue #18): every account at Tencent's 3,000-friend cap, enough of them to
+ * keep the default 64 accounts in flight for a while. `BENCH_WIDE_*` override it.
+ */
+function wideSettings(settings: BenchSettings) {
+  const n = (name: string, dflt: number) => Number(process.env[`BENCH_WIDE_${name}`] ?? dflt);
+  return { ...settings, ...APP, accounts: n('ACCOUNTS', 300), friends: n('FRIENDS', 3000) };
 }
 
 /** The status scenario's mirror: 1,000,000 friend rows by default. `BENCH_STATUS_*` override it. */
@@ -147,6 +159,12 @@ async function main(): Promise<number> {
         ...(settings.cpuProfDir ? { cpuProfDir: settings.cpuProfDir } : {}),
       });
       printSweep(r.sweep, r.sweepCommand);
+    }
+    if (only.has('wide')) {
+      r.wideCommand = `${envPrefix(settings)}${base}${onlyArg(['wide'])}`;
+      r.wide = await runWide(server.adminUrl, { ...wideSettings(settings), say });
+      out(`\n## wide sweep   $ ${r.wideCommand}`);
+      for (const l of [...passLines(r.wide.pass, settings.rateLimit), ...wideLines(r.wide)]) out(`  ${l}`);
     }
     if (only.has('ceiling')) {
       r.ceilingCommand = `${envPrefix(settings)}${base}${onlyArg(['ceiling'])}`;
@@ -360,6 +378,29 @@ function summaryRows(r: Results): SummaryRow[] {
       `${i.verified} accounts checked, ${i.verifyProblems.length} differences`,
       '0',
       check(i.verifyProblems.length === 0),
+    );
+  }
+  const w = r.wide;
+  if (w) {
+    const p = w.pass;
+    const wall = p.report.passSeconds;
+    add(
+      'wide sweep',
+      `peak RSS, ${w.settings.accounts} accounts of ${w.settings.friends} friends`,
+      `${(p.report.maxRssKb / 1024).toFixed(0)} MB`,
+      '≤ 250 MB',
+      check(p.report.maxRssKb / 1024 <= 250),
+    );
+    add(
+      'wide sweep',
+      'calls/s ÷ quota while work remained',
+      `${pct(p.calls.sustainedRate / rate)} (${p.calls.sustainedRate.toFixed(1)}/s)`,
+    );
+    add('wide sweep', 'friend rows/s', `${(p.report.friendsWritten / wall).toFixed(0)}`);
+    add(
+      'wide sweep',
+      'friends held in memory at once (row budget)',
+      p.rowBudget ? `at most ${p.rowBudget.peak} of ${p.rowBudget.limit}` : 'no budget',
     );
   }
   const c = r.ceiling;
@@ -603,6 +644,8 @@ function renderMarkdown(r: Results, rows: SummaryRow[]): string {
       ]);
     }
   }
+  if (r.wide)
+    block('Wide sweep', r.wideCommand, [...passLines(r.wide.pass, s.rateLimit), ...wideLines(r.wide)]);
   if (r.ceiling) block('Database ceiling', r.ceilingCommand, ceilingLines(r.ceiling));
   if (r.scheduler) block('Scheduler scale', r.schedulerCommand, schedulerLines(r.scheduler));
   if (r.freshness) block('Freshness', r.freshnessCommand, freshnessLines(r.freshness));

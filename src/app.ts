@@ -9,6 +9,7 @@ import type { Logger } from './log.js';
 import { openCallThread, type PriorityReport } from './sync/call-thread.js';
 import { CallLimiter, type Limiter } from './sync/limiter.js';
 import type { PassDeps } from './sync/pass.js';
+import { RowBudget } from './sync/row-budget.js';
 import { TimClient, type TimClientOptions } from './tim/client.js';
 import { SigningUserSig, StaticUserSig, type UserSigProvider } from './tim/usersig.js';
 
@@ -154,6 +155,7 @@ export function passDepsFrom(
     nextSync: { intervalMs: sync.intervalMs },
     missingRecheckMs: sync.missingRecheckMs,
     ...(sync.discover ? { discover: { maxAccounts: sync.discoverMaxAccounts } } : {}),
+    ...(sync.rowBudget > 0 ? { rowBudget: new RowBudget(sync.rowBudget) } : {}),
     retry: {
       attempts: sync.retryAttempts,
       onRetry: (err, attempt, delayMs) =>

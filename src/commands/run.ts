@@ -27,6 +27,7 @@ import { sleep } from '../sync/limiter.js';
 import { createOutcomeReporter } from '../sync/outcome-report.js';
 import { limitedCall } from '../sync/pass.js';
 import { ResyncQueue } from '../sync/resync-queue.js';
+import { RowBudget } from '../sync/row-budget.js';
 import { Scheduler } from '../sync/scheduler.js';
 import { CallbackVerifier } from '../tim/callback-sign.js';
 import { type CommandContext, EXIT } from './context.js';
@@ -74,6 +75,7 @@ const PAUSE_WARN_INTERVAL_MS = 60_000;
 export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg: RunConfig): Promise<number> {
   const log = ctx.log;
   const replicaId = cfg.daemon.replicaId ?? `${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
+  const rowBudget = cfg.sync.rowBudget > 0 ? new RowBudget(cfg.sync.rowBudget) : undefined;
   const metrics = createMetrics({
     collectAccounts: () => accountsSummary(db),
     // Read at scrape time, once `calls` and `budget` below exist.
@@ -85,6 +87,7 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
       replicas: budget.peers,
     }),
     syncIntervalSeconds: cfg.sync.intervalMs / 1000,
+    ...(rowBudget ? { rowBudget } : {}),
   });
   // For the status page's chart: the last minutes of calls, without a Prometheus server.
   const callHistory = new CallHistory();
@@ -205,6 +208,7 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
           maxPages: cfg.sync.maxPages,
           missingRecheckMs: cfg.sync.missingRecheckMs,
           ...(cfg.sync.discover ? { discover: { maxAccounts: cfg.sync.discoverMaxAccounts } } : {}),
+          ...(rowBudget ? { rowBudget, signal } : {}),
         },
         state,
       ).catch((err: unknown) => {

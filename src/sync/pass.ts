@@ -13,6 +13,7 @@ import type { FriendGetCall } from '../tim/friend-pull.js';
 import { type AccountSyncOutcome, type DiscoverOptions, mustStopPass, syncAccount } from './account-sync.js';
 import { type Limiter, sleep } from './limiter.js';
 import { type RetryOptions, withRetries } from './retry.js';
+import type { RowBudget } from './row-budget.js';
 
 /** Anything that can make one friend_get call (the TimClient, in production). */
 export interface FriendGetter {
@@ -33,6 +34,8 @@ export interface PassDeps {
   discover?: DiscoverOptions;
   /** When a missing account is tried again (`SYNC_MISSING_RECHECK`); default 24 h. */
   missingRecheckMs?: number;
+  /** Friends held in memory at once across the accounts in flight (`SYNC_ROW_BUDGET`); absent: unbounded. */
+  rowBudget?: RowBudget;
   signal?: AbortSignal;
   /**
    * Claims an account just before it is synced (a lease, so a running daemon does not sync it at
@@ -173,6 +176,7 @@ export async function runPass(deps: PassDeps, accounts: readonly AccountSyncStat
             maxPages: deps.maxPages,
             ...(deps.missingRecheckMs !== undefined ? { missingRecheckMs: deps.missingRecheckMs } : {}),
             ...(deps.discover ? { discover: deps.discover } : {}),
+            ...(deps.rowBudget ? { rowBudget: deps.rowBudget, signal } : {}),
           },
           claimed,
         );
