@@ -228,7 +228,7 @@ export interface SyncConfig {
 }
 
 /** Default `SYNC_ROW_BUDGET`, chosen by the `wide` bench scenario (bench/notes.md). */
-export const DEFAULT_ROW_BUDGET = 30_000;
+export const DEFAULT_ROW_BUDGET = 15_000;
 
 /** `SYNC_ROW_BUDGET`: a whole number of rows ≥ 1, or `0`/`off` for no budget. */
 function rowBudget(env: Env): number {
