@@ -3,9 +3,9 @@
  * `npm run bench:ci`: a small full sweep and three replicas sharing the budget, which fail only on
  * gross regressions (bench/lib/guard.ts).
  *
- * usage: node dist/bench/run.js [--ci] [--only full,incremental,steady,ceiling,scheduler,freshness,status,replicas] [--no-write]
+ * usage: node dist/bench/run.js [--ci] [--only full,incremental,steady,wide,ceiling,scheduler,freshness,status,replicas] [--no-write]
  *
- * Settings: BENCH_* variables (bench/lib/settings.ts); the mirror's SYNC_CONCURRENCY,
+ * Settings: BENCH_* variables (bench/lib/settings.ts); the mirror's SYNC_CONCURRENCY, SYNC_ROW_BUDGET,
  * DATABASE_POOL_SIZE, TIM_RATE_JITTER_MS, TIM_TIMEOUT_MS and TIM_CALL_THREAD pass through to it
  * (e.g. TIM_CALL_THREAD=false to compare with pacing on the main thread). Postgres: BENCH_DATABASE_URL, else
  * TEST_DATABASE_URL, else an embedded server. BENCHMARKS.md is written only by a run of every
@@ -29,11 +29,13 @@ import { runScheduler, type SchedulerResult } from './scenarios/scheduler.js';
 import { runStatus, type StatusResult, statusLines } from './scenarios/status.js';
 import { runSteady, type SteadyResult, steadyLines } from './scenarios/steady.js';
 import { type PassMeasure, runSweep, type SweepResult } from './scenarios/sweep.js';
+import { runWide, type WideResult, wideLines } from './scenarios/wide.js';
 
 const ALL = [
   'full',
   'incremental',
   'steady',
+  'wide',
   'ceiling',
   'scheduler',
   'freshness',
@@ -80,6 +82,8 @@ interface Results {
   sweepCommand?: string;
   steady?: SteadyResult;
   steadyCommand?: string;
+  wide?: WideResult;
+  wideCommand?: string;
   ceiling?: CeilingResult;
   ceilingCommand?: string;
   scheduler?: SchedulerResult;
@@ -140,6 +144,15 @@ function steadySettings(settings: BenchSettings) {
     fullSweeps: n('FULL', 5),
     incrementalPasses: n('INCREMENTAL', 10),
   };
+}
+
+/**
+ * The wide sweep's app (issue #18): every account at Tencent's 3,000-friend cap, enough of them to
+ * keep the default 64 accounts in flight for a while. `BENCH_WIDE_*` override it.
+ */
+function wideSettings(settings: BenchSettings) {
+  const n = (name: string, dflt: number) => Number(process.env[`BENCH_WIDE_${name}`] ?? dflt);
+  return { ...settings, ...APP, accounts: n('ACCOUNTS', 300), friends: n('FRIENDS', 3000) };
 }
 
 /** The status scenario's mirror: 1,000,000 friend rows by default. `BENCH_STATUS_*` override it. */
@@ -205,6 +218,12 @@ async function main(): Promise<number> {
       r.steady = await runSteady(server.adminUrl, { ...steadySettings(settings), say });
       out(`\n## steady   $ ${r.steadyCommand}`);
       for (const l of steadyLines(r.steady)) out(`  ${l}`);
+    }
+    if (only.has('wide')) {
+      r.wideCommand = `${envPrefix(settings)}${base}${onlyArg(['wide'])}`;
+      r.wide = await runWide(server.adminUrl, { ...wideSettings(settings), say });
+      out(`\n## wide sweep   $ ${r.wideCommand}`);
+      for (const l of [...passLines(r.wide.pass, settings.rateLimit), ...wideLines(r.wide)]) out(`  ${l}`);
     }
     if (only.has('ceiling')) {
       r.ceilingCommand = `${envPrefix(settings)}${base}${onlyArg(['ceiling'])}`;
@@ -489,6 +508,29 @@ function summaryRows(r: Results): SummaryRow[] {
       check(maxWindow <= rate),
     );
   }
+  const w = r.wide;
+  if (w) {
+    const p = w.pass;
+    const wall = p.report.passSeconds;
+    add(
+      'wide sweep',
+      `peak RSS, ${w.settings.accounts} accounts of ${w.settings.friends} friends`,
+      `${(p.report.maxRssKb / 1024).toFixed(0)} MB`,
+      '≤ 250 MB',
+      check(p.report.maxRssKb / 1024 <= 250),
+    );
+    add(
+      'wide sweep',
+      'calls/s ÷ quota while work remained',
+      `${pct(p.calls.sustainedRate / rate)} (${p.calls.sustainedRate.toFixed(1)}/s)`,
+    );
+    add('wide sweep', 'friend rows/s', `${(p.report.friendsWritten / wall).toFixed(0)}`);
+    add(
+      'wide sweep',
+      'friends held in memory at once (row budget)',
+      p.rowBudget ? `at most ${p.rowBudget.peak} of ${p.rowBudget.limit}` : 'no budget',
+    );
+  }
   const c = r.ceiling;
   if (c) {
     add(
@@ -750,6 +792,8 @@ function renderMarkdown(r: Results, rows: SummaryRow[]): string {
     }
   }
   if (r.steady) block('Steady pacing', r.steadyCommand, steadyLines(r.steady));
+  if (r.wide)
+    block('Wide sweep', r.wideCommand, [...passLines(r.wide.pass, s.rateLimit), ...wideLines(r.wide)]);
   if (r.ceiling) block('Database ceiling', r.ceilingCommand, ceilingLines(r.ceiling));
   if (r.scheduler) block('Scheduler scale', r.schedulerCommand, schedulerLines(r.scheduler));
   if (r.freshness) block('Freshness', r.freshnessCommand, freshnessLines(r.freshness));

@@ -9,6 +9,7 @@ import type { Logger } from './log.js';
 import { openCallThread } from './sync/call-thread.js';
 import { CallLimiter, COMPLAINT_RUN_MS, type Limiter, type RateComplaint } from './sync/limiter.js';
 import type { PassDeps } from './sync/pass.js';
+import { RowBudget } from './sync/row-budget.js';
 import { TimClient, type TimClientOptions } from './tim/client.js';
 import { SigningUserSig, StaticUserSig, type UserSigProvider } from './tim/usersig.js';
 
@@ -149,6 +150,8 @@ export function passDepsFrom(
   calls: Pick<PassDeps, 'client' | 'limiter'>,
   sync: SyncConfig,
   log: Logger,
+  /** The process's row budget when the caller shares it (metrics); default: one from `SYNC_ROW_BUDGET`. */
+  rowBudget: RowBudget | undefined = sync.rowBudget > 0 ? new RowBudget(sync.rowBudget) : undefined,
 ): Omit<PassDeps, 'signal' | 'onAccount'> {
   return {
     db,
@@ -160,6 +163,7 @@ export function passDepsFrom(
     nextSync: { intervalMs: sync.intervalMs },
     missingRecheckMs: sync.missingRecheckMs,
     ...(sync.discover ? { discover: { maxAccounts: sync.discoverMaxAccounts } } : {}),
+    ...(rowBudget ? { rowBudget } : {}),
     retry: {
       attempts: sync.retryAttempts,
       onRetry: (err, attempt, delayMs) =>

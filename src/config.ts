@@ -231,6 +231,28 @@ export interface SyncConfig {
   discoverMaxAccounts: number;
   /** `SYNC_MISSING_RECHECK`: how long an account Tencent does not know (`missing`) waits before it is tried again. */
   missingRecheckMs: number;
+  /**
+   * `SYNC_ROW_BUDGET`: friends held in memory at once across the accounts in flight (sync/row-budget.ts);
+   * 0 means no budget.
+   */
+  rowBudget: number;
+}
+
+/** Default `SYNC_ROW_BUDGET`, chosen by the `wide` bench scenario (bench/notes.md). */
+export const DEFAULT_ROW_BUDGET = 15_000;
+
+/** `SYNC_ROW_BUDGET`: a whole number of rows ≥ 1, or `0`/`off` for no budget. */
+function rowBudget(env: Env): number {
+  const raw = str(env, 'SYNC_ROW_BUDGET');
+  if (raw !== undefined && ['0', 'off'].includes(raw.toLowerCase())) return 0;
+  try {
+    return int(env, 'SYNC_ROW_BUDGET', DEFAULT_ROW_BUDGET, 1, 1_000_000_000);
+  } catch {
+    throw new ConfigError(
+      'SYNC_ROW_BUDGET',
+      `must be a whole number of friends held in memory at once (at least 1, e.g. ${DEFAULT_ROW_BUDGET}), or 0/off for no budget, got ${shown('SYNC_ROW_BUDGET', raw ?? '')}`,
+    );
+  }
 }
 
 /** `SYNC_RECONCILE_INTERVAL`: a duration of at least 1 s, or `0`/`off`. */
@@ -260,6 +282,7 @@ export function loadSyncConfig(env: Env = process.env): Readonly<SyncConfig> {
     discover: bool(env, 'SYNC_DISCOVER', false),
     discoverMaxAccounts: int(env, 'SYNC_DISCOVER_MAX_ACCOUNTS', 1_000_000, 1, 1_000_000_000),
     missingRecheckMs: duration(env, 'SYNC_MISSING_RECHECK', 86_400_000, 1_000),
+    rowBudget: rowBudget(env),
   });
 }
 

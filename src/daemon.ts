@@ -17,6 +17,7 @@ import { type AccountsSummary, createMetrics, type Metrics } from './metrics.js'
 import { dropGraceMs, ReplicaBudget } from './sync/budget.js';
 import { sleep } from './sync/limiter.js';
 import type { PassDeps } from './sync/pass.js';
+import { RowBudget } from './sync/row-budget.js';
 import type { CallEvent } from './tim/client.js';
 
 /** Account counts by status and the age of the oldest due account, for metrics and `run`'s summary. */
@@ -91,6 +92,8 @@ export class Daemon {
       `${oneShot ? 'sync-' : ''}${hostname()}-${process.pid}-${randomBytes(3).toString('hex')}`;
     this.replicaId = replicaId;
     this.#db = db;
+    // One budget for the process: every account in flight, whoever started it, holds rows in it.
+    const rowBudget = cfg.sync.rowBudget > 0 ? new RowBudget(cfg.sync.rowBudget) : undefined;
     const metrics = opts.metrics
       ? createMetrics({
           collectAccounts: () => accountsSummary(db),
@@ -103,6 +106,7 @@ export class Daemon {
             replicas: this.budget.peers,
           }),
           syncIntervalSeconds: cfg.sync.intervalMs / 1000,
+          ...(rowBudget ? { rowBudget } : {}),
         })
       : undefined;
     this.metrics = metrics;
@@ -116,7 +120,7 @@ export class Daemon {
     // Rate 0 until the budget has heard from the other replicas, so a process that joins (a `sync`
     // next to daemons, too) never pushes the app over TIM_RATE_LIMIT.
     this.calls = timCallsFrom(cfg.tim, cfg.sync, log, { ratePerSecond: 0, ...(onCall ? { onCall } : {}) });
-    this.passDeps = passDepsFrom(db, this.calls, cfg.sync, log);
+    this.passDeps = passDepsFrom(db, this.calls, cfg.sync, log, rowBudget);
     // Registered (row + session lock) before the first claim, so no one takes our leases for a dead
     // one's, and if this process dies its leases are free at once (db/leases.ts).
     this.session = new ReplicaSession(db, {

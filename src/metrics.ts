@@ -46,6 +46,11 @@ export interface MetricsOptions {
   budget?: () => { limitPerSecond: number; sharePerSecond: number; replicas: number };
   /** `SYNC_INTERVAL` in seconds, exported as `sync_interval_seconds` so alerts can compare the lag with it. */
   syncIntervalSeconds?: number;
+  /**
+   * The row budget (`SYNC_ROW_BUDGET`, sync/row-budget.ts), read at scrape time. Without it (no
+   * budget), `row_budget`, `rows_held` and `pulls_waiting_for_rows` are not exported.
+   */
+  rowBudget?: { readonly limit: number; readonly held: number; readonly waiting: number };
   /** How long a `collectAccounts` result (or failure) is reused. Default 5,000 ms. */
   collectCacheMs?: number;
   /** How long a scrape waits for `collectAccounts` before keeping the last values. Default 3,000 ms. */
@@ -260,6 +265,33 @@ export function createMetrics(opts: MetricsOptions = {}): Metrics {
       registers,
       collect() {
         this.set(budget().replicas);
+      },
+    });
+  }
+
+  if (opts.rowBudget) {
+    const rowBudget = opts.rowBudget;
+    new Gauge({
+      name: `${prefix}row_budget`,
+      help: 'SYNC_ROW_BUDGET: friends that pulls in flight and applies waiting may hold in memory at once.',
+      registers,
+    }).set(rowBudget.limit);
+    new Gauge({
+      name: `${prefix}rows_held`,
+      help:
+        'Friends held in memory now by pulls in flight and applies waiting (reserved before a page ' +
+        'comes in); above row_budget only by the oldest account in flight.',
+      registers,
+      collect() {
+        this.set(rowBudget.held);
+      },
+    });
+    new Gauge({
+      name: `${prefix}pulls_waiting_for_rows`,
+      help: 'Pulls waiting for room in the row budget before their next page call.',
+      registers,
+      collect() {
+        this.set(rowBudget.waiting);
       },
     });
   }

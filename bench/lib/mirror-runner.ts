@@ -38,6 +38,8 @@ export interface MirrorRun {
   report: MirrorReport;
   cpu: CpuUse;
   budget: BudgetChange[];
+  /** The row budget (`SYNC_ROW_BUDGET`) and the most friends it held at once, as `sync` logs them; absent without one. */
+  rowBudget?: { limit: number; peak: number };
   /** Log lines at warn or above (failures), first 20. */
   warnings: string[];
 }
@@ -64,6 +66,7 @@ export async function runMirrorPass(opts: MirrorPassOptions): Promise<MirrorRun>
   let stderr = '';
   const budget: BudgetChange[] = [];
   const warnings: string[] = [];
+  let rowBudget: MirrorRun['rowBudget'];
   child.stdout!.on('data', (d: Buffer) => {
     stdout += d.toString();
   });
@@ -71,7 +74,17 @@ export async function runMirrorPass(opts: MirrorPassOptions): Promise<MirrorRun>
     stderr = `${stderr.slice(-4000)}${line}\n`;
     if (!line.startsWith('{')) return;
     try {
-      const entry = JSON.parse(line) as { level?: number; time?: string; msg?: string; rate?: number };
+      const entry = JSON.parse(line) as {
+        level?: number;
+        time?: string;
+        msg?: string;
+        rate?: number;
+        rowBudget?: number;
+        peakRowsHeld?: number;
+      };
+      if (typeof entry.rowBudget === 'number' && typeof entry.peakRowsHeld === 'number') {
+        rowBudget = { limit: entry.rowBudget, peak: entry.peakRowsHeld };
+      }
       if (typeof entry.rate === 'number' && entry.msg?.startsWith('call budget share')) {
         const at = entry.time ? Date.parse(entry.time) : Date.now();
         budget.push({ atMs: at - spawnedAt, rate: entry.rate });
@@ -89,5 +102,11 @@ export async function runMirrorPass(opts: MirrorPassOptions): Promise<MirrorRun>
   if (code !== 0 || !line.startsWith('{')) {
     throw new Error(`the mirror process exited with code ${code}: ${stderr.trim() || stdout.trim()}`);
   }
-  return { report: JSON.parse(line) as MirrorReport, cpu, budget, warnings };
+  return {
+    report: JSON.parse(line) as MirrorReport,
+    cpu,
+    budget,
+    warnings,
+    ...(rowBudget ? { rowBudget } : {}),
+  };
 }

@@ -1,6 +1,6 @@
 /**
  * The benchmark's knobs, from `BENCH_*` variables, with the defaults of issue #5. The mirror's own
- * variables (SYNC_CONCURRENCY, DATABASE_POOL_SIZE, TIM_RATE_JITTER_MS, TIM_TIMEOUT_MS,
+ * variables (SYNC_CONCURRENCY, SYNC_ROW_BUDGET, DATABASE_POOL_SIZE, TIM_RATE_JITTER_MS, TIM_TIMEOUT_MS,
  * TIM_CALL_THREAD) pass through unchanged and are shown in the command line
  * that reproduces a run.
  */
@@ -31,6 +31,7 @@ export interface BenchSettings {
 
 const MIRROR_VARS = [
   'SYNC_CONCURRENCY',
+  'SYNC_ROW_BUDGET',
   'DATABASE_POOL_SIZE',
   'TIM_RATE_JITTER_MS',
   'TIM_TIMEOUT_MS',

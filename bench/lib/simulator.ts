@@ -14,6 +14,8 @@ export interface SimSettings {
   accounts: number;
   meanFriends: number;
   maxFriends: number;
+  /** Every account has at least this many friends (SIM_MIN_FRIENDS); default 0. */
+  minFriends?: number;
   seed: number;
   pageSize: number;
   rateLimit: number;
@@ -57,6 +59,7 @@ export async function startSimulator(s: SimSettings): Promise<SimProcess> {
     SIM_ACCOUNTS: String(s.accounts),
     SIM_MEAN_FRIENDS: String(s.meanFriends),
     SIM_MAX_FRIENDS: String(s.maxFriends),
+    ...(s.minFriends ? { SIM_MIN_FRIENDS: String(s.minFriends) } : {}),
     SIM_SEED: String(s.seed),
     SIM_PAGE_SIZE: String(s.pageSize),
     SIM_RATE_LIMIT: String(s.rateLimit),

@@ -37,6 +37,8 @@ export interface PassMeasure extends MirrorRun {
   /** Rows in the mirror afterwards. */
   friendRows: number;
   tagRows: number;
+  /** Fewest and most friends of one account in the mirror afterwards. */
+  friendsPerAccount: { min: number; max: number };
 }
 
 /** The incremental pass, with its checks. */
@@ -91,10 +93,10 @@ export async function runSweep(adminUrl: string, s: SweepSettings): Promise<Swee
         nodeArgs: s.mirrorNodeArgs ?? [],
         ...(s.cpuProfDir ? { cpuProfDir: `${s.cpuProfDir}/${label}` } : {}),
       });
-      const counts = await sql<{ f: string; t: string }>`
-        SELECT (SELECT count(*) FROM tim.friends) AS f, (SELECT count(*) FROM tim.friend_tags) AS t`.execute(
-        db,
-      );
+      const counts = await sql<{ f: string; t: string; min: number; max: number }>`
+        SELECT (SELECT count(*) FROM tim.friends) AS f, (SELECT count(*) FROM tim.friend_tags) AS t,
+               (SELECT min(friend_count) FROM tim.accounts) AS min,
+               (SELECT max(friend_count) FROM tim.accounts) AS max`.execute(db);
       const simStats = await sim.stats();
       return {
         ...run,
@@ -102,6 +104,7 @@ export async function runSweep(adminUrl: string, s: SweepSettings): Promise<Swee
         simLoopDelay: simStats.loopDelay,
         friendRows: Number(counts.rows[0]?.f ?? 0),
         tagRows: Number(counts.rows[0]?.t ?? 0),
+        friendsPerAccount: { min: counts.rows[0]?.min ?? 0, max: counts.rows[0]?.max ?? 0 },
       };
     };
 

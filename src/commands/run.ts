@@ -24,6 +24,7 @@ import { sleep } from '../sync/limiter.js';
 import { createOutcomeReporter } from '../sync/outcome-report.js';
 import { accountSyncDeps, limitedCall } from '../sync/pass.js';
 import { ResyncQueue } from '../sync/resync-queue.js';
+import { RowBudget } from '../sync/row-budget.js';
 import { Scheduler } from '../sync/scheduler.js';
 import { CallbackVerifier } from '../tim/callback-sign.js';
 import { type CommandContext, EXIT } from './context.js';
@@ -129,7 +130,7 @@ export async function runCommand(ctx: CommandContext, db: Kysely<Database>, cfg:
       const call = limitedCall(passDeps, signal, () => {
         totals.calls++;
       });
-      const outcome = await syncAccount(accountSyncDeps(passDeps, call, writer), state).catch(
+      const outcome = await syncAccount(accountSyncDeps(passDeps, call, writer, signal), state).catch(
         (err: unknown) => {
           // Not even the failure could be recorded (Postgres is down), or calls are paused and the
           // account was not at fault: the lease would otherwise hold it until it expires. Release it

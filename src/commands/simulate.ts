@@ -29,6 +29,7 @@ export async function simulateCommand(ctx: CommandContext): Promise<number> {
     accounts: num(env, 'SIM_ACCOUNTS', 1000),
     meanFriends: num(env, 'SIM_MEAN_FRIENDS', 300),
     maxFriends: num(env, 'SIM_MAX_FRIENDS', 3000),
+    minFriends: num(env, 'SIM_MIN_FRIENDS', 0),
     seed: num(env, 'SIM_SEED', 1),
   });
   // Before listening: the first sweep's pages then cost no more to serve than later ones.

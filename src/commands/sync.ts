@@ -154,6 +154,13 @@ export async function syncCommand(
     );
     ctx.progress?.done();
     ctx.out(formatSummary(summary));
+    if (daemon.passDeps.rowBudget) {
+      const { limit, peak } = daemon.passDeps.rowBudget;
+      ctx.log.info(
+        { rowBudget: limit, peakRowsHeld: peak },
+        `friends held in memory at once: at most ${peak} (SYNC_ROW_BUDGET ${limit})`,
+      );
+    }
     if (summary.stoppedBy) ctx.out(`stopped early: ${summary.stoppedBy.message}`);
     if (summary.busy > 0)
       ctx.out(await describeBusy(db, summary.busyIds, cfg.sync.leaseMs + BUSY_WAIT_MARGIN_MS));

@@ -13,6 +13,8 @@ export interface AccountSyncState {
   status: AccountStatus;
   /** No sync of the account has succeeded yet (`last_synced_at` is null). */
   neverSynced?: boolean;
+  /** Friends as of the last committed sync (`friend_count`); absent when it never synced. */
+  friendCount?: number;
   /**
    * The claim found the account due for reconciliation: pull with no sequences (every page, as
    * `resync --full` does) on top of the stored ones, so the apply repairs whatever they missed.
@@ -103,7 +105,14 @@ export async function selectAccounts(
 ): Promise<AccountSyncState[]> {
   let q = db
     .selectFrom('tim.accounts')
-    .select(['account_id', 'standard_sequence', 'custom_sequence', 'status', 'last_synced_at'])
+    .select([
+      'account_id',
+      'standard_sequence',
+      'custom_sequence',
+      'status',
+      'last_synced_at',
+      'friend_count',
+    ])
     .orderBy(sql`status = 'missing'`)
     .orderBy('account_id');
   if (sel.kind === 'ids') {
@@ -126,6 +135,7 @@ export async function selectAccounts(
     customSequence: r.custom_sequence,
     status: r.status,
     neverSynced: r.last_synced_at === null,
+    ...(r.last_synced_at === null ? {} : { friendCount: r.friend_count }),
   }));
 }
 

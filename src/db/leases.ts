@@ -42,6 +42,7 @@ type Row = {
   custom_sequence: number | null;
   status: string;
   never_synced: boolean;
+  friend_count: number;
   reconcile: boolean | null;
 };
 
@@ -52,6 +53,7 @@ function toState(r: Row): AccountSyncState {
     customSequence: r.custom_sequence,
     status: r.status as AccountSyncState['status'],
     neverSynced: r.never_synced,
+    ...(r.never_synced ? {} : { friendCount: r.friend_count }),
     ...(r.reconcile === true ? { reconcile: true } : {}),
   };
 }
@@ -131,7 +133,9 @@ export async function claimDueAccounts(
         ${reconcile.set}
     FROM due WHERE a.account_id = due.account_id
     RETURNING a.account_id, a.standard_sequence, a.custom_sequence, a.status,
-              a.last_synced_at IS NULL AS never_synced, ${reconcile.flag} AS reconcile`.execute(db);
+              a.last_synced_at IS NULL AS never_synced, a.friend_count, ${reconcile.flag} AS reconcile`.execute(
+    db,
+  );
   return res.rows.map(toState);
 }
 
@@ -156,7 +160,9 @@ export async function claimAccount(
       AND (a.lease_expires_at IS NULL OR a.lease_expires_at <= now()
            OR NOT EXISTS (SELECT 1 FROM tim.live_replicas l WHERE l.replica_id = a.lease_owner))
     RETURNING a.account_id, a.standard_sequence, a.custom_sequence, a.status,
-              a.last_synced_at IS NULL AS never_synced, ${reconcile.flag} AS reconcile`.execute(db);
+              a.last_synced_at IS NULL AS never_synced, a.friend_count, ${reconcile.flag} AS reconcile`.execute(
+    db,
+  );
   const row = res.rows[0];
   if (row) return toState(row);
   const exists = await db

@@ -15,6 +15,11 @@ export interface GenerateOptions {
   maxFriends?: number;
   /** Mean friend count per account. Default 300. */
   meanFriends?: number;
+  /**
+   * Smallest friend count: no account has fewer (and none has none). Default 0. Equal to
+   * `maxFriends`, every account has exactly that many friends (given enough accounts and outsiders).
+   */
+  minFriends?: number;
   /** Default 1. */
   seed?: number;
   /** Mix in {@link ODD_ACCOUNT_IDS}. Default true. */
@@ -60,10 +65,13 @@ function checkCount(name: string, value: number): void {
 export function generateApp(options: GenerateOptions = {}): FriendStore {
   const n = options.accounts ?? 1000;
   const maxFriends = options.maxFriends ?? 3000;
-  const meanFriends = Math.min(options.meanFriends ?? 300, maxFriends);
+  const minFriends = options.minFriends ?? 0;
+  const meanFriends = Math.max(Math.min(options.meanFriends ?? 300, maxFriends), minFriends);
   const seed = options.seed ?? 1;
   checkCount('accounts', n);
   checkCount('maxFriends', maxFriends);
+  checkCount('minFriends', minFriends);
+  if (minFriends > maxFriends) throw new RangeError('minFriends must be ≤ maxFriends');
   if (!Number.isFinite(meanFriends) || meanFriends < 0) throw new RangeError('meanFriends must be ≥ 0');
   const rng = new SeededRandom(seed);
 
@@ -72,10 +80,12 @@ export function generateApp(options: GenerateOptions = {}): FriendStore {
   for (const id of ids) store.addAccount(id);
   if (n === 0 || maxFriends === 0 || meanFriends === 0) return store;
 
-  const degrees = makeDegrees(rng, n, maxFriends, meanFriends);
-  // A shared outside pool, so some outsiders are friends of many accounts, like a support bot.
+  const degrees = makeDegrees(rng, n, maxFriends, meanFriends, minFriends);
+  // A shared outside pool, so some outsiders are friends of many accounts, like a support bot. With
+  // a minimum, large enough for a small app's accounts to reach it (a larger pool only then, so the
+  // apps generated without one stay the same).
   const outsideIds = Array.from(
-    { length: Math.max(100, n * 3) },
+    { length: Math.max(100, n * 3, minFriends > 0 ? 2 * maxFriends : 0) },
     (_, i) => `ext_${String(i).padStart(7, '0')}`,
   );
   const addPair = (a: string, b: string, mutual: boolean): boolean => {
@@ -156,7 +166,13 @@ function makeAccountIds(rng: SeededRandom, n: number, oddIds: boolean): string[]
  * tail clipped into the top tenth below `maxFriends`, so some accounts sit near the cap. The body's
  * scale is solved for so that the clipped counts still average `meanFriends`.
  */
-function makeDegrees(rng: SeededRandom, n: number, maxFriends: number, meanFriends: number): number[] {
+function makeDegrees(
+  rng: SeededRandom,
+  n: number,
+  maxFriends: number,
+  meanFriends: number,
+  minFriends: number,
+): number[] {
   const zero: boolean[] = [];
   const z: number[] = [];
   const nearCap: number[] = [];
@@ -167,9 +183,9 @@ function makeDegrees(rng: SeededRandom, n: number, maxFriends: number, meanFrien
   }
   const degreesFor = (mu: number): number[] =>
     z.map((zi, i) => {
-      if (zero[i]) return 0;
-      const d = Math.max(1, Math.round(Math.exp(mu + SIGMA * zi)));
-      return d > maxFriends ? nearCap[i]! : d;
+      if (zero[i] && minFriends === 0) return 0;
+      const d = Math.max(1, minFriends, Math.round(Math.exp(mu + SIGMA * zi)));
+      return d > maxFriends ? Math.max(nearCap[i]!, minFriends) : d;
     });
   const meanOf = (ds: number[]): number => ds.reduce((sum, d) => sum + d, 0) / n;
   // Bisection on the log-scale: the mean grows with mu, and 40 halvings are far below one friend.

@@ -14,6 +14,7 @@ import { recordUnchanged } from '../db/synced.js';
 import { TimApiError, TimError, TimHttpError, TimNetworkError, TimTimeoutError } from '../tim/errors.js';
 import { type FriendGetCall, pullFriends } from '../tim/friend-pull.js';
 import { type Drift, driftOf } from './reconcile.js';
+import type { RowBudget, RowHold } from './row-budget.js';
 import { SnapshotRows, snapshotFromPull } from './snapshot.js';
 
 /** What syncing one account did. */
@@ -67,6 +68,10 @@ export interface AccountSyncDeps {
   missingRecheckMs?: number;
   /** Add friends seen to `tim.accounts` (discovery); absent: off. */
   discover?: DiscoverOptions;
+  /** Friends held in memory across accounts in flight (`SYNC_ROW_BUDGET`); absent: unbounded. */
+  rowBudget?: RowBudget;
+  /** Ends a wait for room in {@link rowBudget} (shutdown, a stopped pass). */
+  signal?: AbortSignal;
 }
 
 /** What a pull sends to read everything: no sequences. */
@@ -77,6 +82,43 @@ const MISSING_RECHECK_JITTER = 0.1;
 
 /** Conflicts are retried this many times with fresh state before the account fails this round. */
 const MAX_CONFLICT_RETRIES = 2;
+
+/**
+ * Rows reserved for a first page before anything says how big pages are: Tencent's page size as
+ * documented today. Only an estimate: a bigger page is counted in full when it lands, a smaller
+ * one gives the difference back, and later pages are estimated from the pages seen.
+ */
+const FIRST_PAGE_ROWS = 500;
+
+/**
+ * `call`, reserving room in `hold` before each page: for a first page, `firstPage` rows; for a later
+ * one, the previous page's size, or fewer when Tencent's `FriendNum` says fewer friends remain
+ * (it is documented as unreliable, so it only ever lowers the estimate). Before each call the hold
+ * is trued up to the friends `held()` reports, which the pages so far left (none after a restart).
+ */
+function reservingCall(
+  call: FriendGetCall,
+  hold: RowHold,
+  held: () => number,
+  firstPage: number,
+  signal: AbortSignal | undefined,
+): FriendGetCall {
+  // Only the numbers: keeping the page itself would keep its decoded friends alive past the sink.
+  let last: { size: number; friendNum: number | undefined } | undefined;
+  return async (req) => {
+    const received = held();
+    hold.set(received);
+    let estimate = firstPage;
+    if (req.StartIndex !== 0 && last) {
+      const left = last.friendNum === undefined ? 0 : last.friendNum - received;
+      estimate = left > 0 ? Math.min(last.size, left) : last.size;
+    }
+    await hold.reserve(estimate, signal);
+    const page = await call(req);
+    last = { size: page.items.length, friendNum: page.friendNum };
+    return page;
+  };
+}
 
 /**
  * Syncs one account. Never throws for the account's own failures: they are recorded on the account
@@ -105,16 +147,25 @@ export async function syncAccount(
     state.reconcile || state.status === 'missing' ? FULL_READ : base;
   if (state.reconcile) outcome.reconciled = true;
   let friendIds: string[] | undefined;
+  // Released when the apply has committed or the attempt has failed (the `finally` below).
+  const hold = deps.rowBudget?.open();
+  // A synced account's friend count bounds its first page; a never-synced one's is unknown.
+  const firstPage = Math.min(state.friendCount ?? FIRST_PAGE_ROWS, FIRST_PAGE_ROWS);
   try {
     for (let attempt = 0; ; attempt++) {
       const rows = new SnapshotRows();
-      const pull = await pullFriends(deps.call, {
-        accountId: state.accountId,
-        ...ask,
-        maxPages: deps.maxPages,
-        maxRestarts: deps.maxRestarts,
-        sink: rows,
-      });
+      const pull = await pullFriends(
+        hold ? reservingCall(deps.call, hold, () => rows.friends.length, firstPage, deps.signal) : deps.call,
+        {
+          accountId: state.accountId,
+          ...ask,
+          maxPages: deps.maxPages,
+          maxRestarts: deps.maxRestarts,
+          sink: rows,
+        },
+      );
+      // What the pull keeps: the last page's rows counted, an unchanged account's reservation given back.
+      hold?.set(rows.friends.length);
       outcome.calls += pull.calls;
       try {
         if (pull.unchanged) {
@@ -188,6 +239,7 @@ export async function syncAccount(
       });
     }
   } finally {
+    hold?.release();
     outcome.durationMs = performance.now() - started;
   }
   if (deps.discover && friendIds && friendIds.length > 0) {

@@ -20,6 +20,7 @@ import {
 } from './account-sync.js';
 import { type Limiter, sleep } from './limiter.js';
 import { type RetryOptions, withRetries } from './retry.js';
+import type { RowBudget } from './row-budget.js';
 
 /** Anything that can make one friend_get call (the TimClient, in production). */
 export interface FriendGetter {
@@ -42,6 +43,8 @@ export interface PassDeps {
   discover?: DiscoverOptions;
   /** When a missing account is tried again (`SYNC_MISSING_RECHECK`); default 24 h. */
   missingRecheckMs?: number;
+  /** Friends held in memory at once across the accounts in flight (`SYNC_ROW_BUDGET`); absent: unbounded. */
+  rowBudget?: RowBudget;
   signal?: AbortSignal;
   /**
    * Claims an account just before it is synced (a lease, so a running daemon does not sync it at
@@ -128,6 +131,7 @@ export function accountSyncDeps(
   deps: Omit<PassDeps, 'signal' | 'onAccount'>,
   call: FriendGetCall,
   writer: FriendWriter,
+  signal?: AbortSignal,
 ): AccountSyncDeps {
   return {
     db: deps.db,
@@ -137,6 +141,7 @@ export function accountSyncDeps(
     maxPages: deps.maxPages,
     ...(deps.missingRecheckMs !== undefined ? { missingRecheckMs: deps.missingRecheckMs } : {}),
     ...(deps.discover ? { discover: deps.discover } : {}),
+    ...(deps.rowBudget ? { rowBudget: deps.rowBudget, ...(signal ? { signal } : {}) } : {}),
   };
 }
 
@@ -197,7 +202,7 @@ export async function runPass(deps: PassDeps, accounts: readonly AccountSyncStat
           return;
         }
         if (waiting) progress.waited++;
-        const outcome = await syncAccount(accountSyncDeps(deps, call, writer), claimed);
+        const outcome = await syncAccount(accountSyncDeps(deps, call, writer, signal), claimed);
         progress.done++;
         progress[outcome.result]++;
         progress.friendsWritten += outcome.friendsWritten;
