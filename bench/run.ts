@@ -11,7 +11,7 @@
  * TEST_DATABASE_URL, else an embedded server. BENCHMARKS.md is written only by a run of every
  * scenario (not with --only or --ci); it links the hand-written analysis in bench/notes.md.
  */
-import { writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import { loadTimConfig } from '../src/config.js';
@@ -799,6 +799,10 @@ function renderMarkdown(r: Results, rows: SummaryRow[]): string {
   if (r.freshness) block('Freshness', r.freshnessCommand, freshnessLines(r.freshness));
   if (r.status) block('Status', r.statusCommand, statusLines(r.status));
   if (r.replicas) block('Replicas', r.replicasCommand, replicaLines(r.replicas));
+  // Interleaved A/B pairs behind keep-or-remove decisions: hand-kept, copied in as they are, so a
+  // new run refreshes the tables above without losing the comparisons.
+  const pairs = fileURLToPath(new URL('../../bench/ab-pairs.md', import.meta.url));
+  if (existsSync(pairs)) md.push(readFileSync(pairs, 'utf8').trimEnd(), '');
   md.push('## Analysis', '');
   md.push('The running analysis lives in [bench/notes.md](bench/notes.md), written by hand; it is linked,');
   md.push('not copied, so this file holds only what the last run measured.', '');

@@ -10,7 +10,6 @@
  * about the machine than about the mirror. The rate of each sweep is printed for the log.
  */
 import { type ChildProcess, spawn } from 'node:child_process';
-import { availableParallelism } from 'node:os';
 import { createInterface } from 'node:readline';
 import { sql } from 'kysely';
 import { pino } from 'pino';

@@ -24,7 +24,6 @@ import { sleep } from '../sync/limiter.js';
 import { createOutcomeReporter } from '../sync/outcome-report.js';
 import { accountSyncDeps, limitedCall } from '../sync/pass.js';
 import { ResyncQueue } from '../sync/resync-queue.js';
-import { RowBudget } from '../sync/row-budget.js';
 import { Scheduler } from '../sync/scheduler.js';
 import { CallbackVerifier } from '../tim/callback-sign.js';
 import { type CommandContext, EXIT } from './context.js';
