@@ -285,6 +285,11 @@ export class CallThread {
     this.#opts.onCrash?.({ reason, failedCalls: failed.length, restarting });
   }
 
+  /** Closing has started: no call can be made any more. */
+  get closed(): boolean {
+    return this.#closed;
+  }
+
   async #shutdown(): Promise<void> {
     this.#closed = true;
     const worker = this.#worker;
@@ -340,9 +345,13 @@ class ThreadLimiter implements Limiter {
     this.#thread = thread;
   }
 
-  /** Runs `fn` at once: its call is paced by the thread's transport. */
+  /**
+   * Runs `fn` at once: its call is paced by the thread's transport. Once the thread is closed it
+   * refuses, as a stopped {@link CallLimiter} does, so nothing is started that cannot be sent.
+   */
   schedule<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     if (signal?.aborted) return Promise.reject(signal.reason);
+    if (this.#thread.closed) return Promise.reject(new Error('limiter stopped'));
     return fn();
   }
 
