@@ -3,16 +3,10 @@
  */
 import { type Kysely, sql } from 'kysely';
 import type { Database } from './schema.js';
+import type { FriendRow } from './snapshot-types.js';
 
 /** An account's mirrored friends with all their tag rows, as stored. */
-export interface MirroredFriend {
-  friendId: string;
-  remark: string | null;
-  groups: string[] | null;
-  addSource: string | null;
-  addWording: string | null;
-  /** Unix seconds. */
-  addTime: number | null;
+export interface MirroredFriend extends FriendRow {
   tags: { tag: string; value: unknown; category: 'standard' | 'custom' }[];
 }
 
