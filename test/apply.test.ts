@@ -7,6 +7,7 @@ import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, beforeEach, describe, expect, it } from 'vitest';
 import { addAccounts, removeAccounts } from '../src/db/accounts.js';
+import { copyRowsOf, EncodedRowsBuilder, jsonRowsOf } from '../src/db/encoded-rows.js';
 import { FriendWriter } from '../src/db/friend-writer.js';
 import { claimAccount } from '../src/db/leases.js';
 import { migrateToLatest } from '../src/db/migrate.js';
@@ -196,6 +197,69 @@ describe('first sync', () => {
     expect(copied()).toBe(false);
     expect(r.friendsDeleted).toBe(1);
     expect((await readMirror(db, 'a')).map((f) => f.friendId)).toEqual(['y', 'z']);
+  });
+
+  it('COPY rows (a pull held encoded) onto rows are refused as stale, writing nothing; the same pull as JSON ends exact', async () => {
+    await addAccounts(db, ['a']);
+    await writer.apply(snapshot('a', ['x', 'y'], null, 5));
+    await db.updateTable('tim.accounts').set({ standard_sequence: null, custom_sequence: null }).execute();
+    const snap = snapshot('a', ['y', 'z'], null, 6, true);
+    const { standard, custom, ...head } = snap;
+    const err = await writer.apply({ ...head, rows: copyRowsOf(snap) }).catch((e: unknown) => e);
+    expect(err).toBeInstanceOf(SnapshotConflictError);
+    expect((err as SnapshotConflictError).reason).toBe('stale');
+    expect((await readMirror(db, 'a')).map((f) => f.friendId)).toEqual(['x', 'y']);
+    expect((await account('a')).standard_sequence).toBeNull();
+    // What the sync does next: pull again, held as JSON for the general apply.
+    const r = await writer.apply({
+      ...head,
+      neverSynced: false,
+      rows: jsonRowsOf({ ...snap, neverSynced: false }),
+    });
+    expect(r.friendsDeleted).toBe(1);
+    expect((await readMirror(db, 'a')).map((f) => f.friendId)).toEqual(['y', 'z']);
+    expect(standard && custom).toBeTruthy();
+  });
+
+  it('rows encoded page by page, empty pages and pages without tags among them, write what one snapshot of objects writes', async () => {
+    const ids = ['p', 'q', 'r', 's', 't'];
+    const whole = snapshot('whole', ids, null, 3);
+    // Friend r has no tags, so its page carries none.
+    whole.standard!.tags = whole.standard!.tags.filter((t) => t.friendId !== 'r');
+    whole.custom!.tags = whole.custom!.tags.filter((t) => t.friendId !== 'r');
+    const pages = [
+      [0, 2],
+      [2, 2],
+      [2, 3],
+      [3, 5],
+    ] as const;
+    const mirrorOf = async (id: string) => (await readMirror(db, id)).map((f) => JSON.stringify(f));
+    for (const format of ['copy', 'json'] as const) {
+      await db.deleteFrom('tim.accounts').execute();
+      await addAccounts(db, ['whole', 'paged']);
+      await writer.apply(whole);
+      const builder = new EncodedRowsBuilder('paged', format);
+      for (const [from, to] of pages) {
+        const friends = whole.standard!.friends.slice(from, to);
+        const own = (t: { friendId: string }) => friends.some((f) => f.friendId === t.friendId);
+        builder.add(friends, whole.standard!.tags.filter(own), whole.custom!.tags.filter(own));
+      }
+      expect(builder.friendCount).toBe(5);
+      const { standard, custom, ...head } = snapshot('paged', [], null, 3);
+      expect(standard && custom).toBeTruthy();
+      await writer.apply({ ...head, rows: builder.build({ standard: true, custom: true }) });
+      expect(await mirrorOf('paged'), format).toEqual(await mirrorOf('whole'));
+      const tags = await db
+        .selectFrom('tim.friend_tags')
+        .select(['friend_id', 'tag', 'value', 'category'])
+        .where('account_id', '=', 'paged')
+        .orderBy(['friend_id', 'tag'])
+        .execute();
+      expect(
+        tags.map((t) => t.friend_id),
+        format,
+      ).toEqual(['p', 'p', 'q', 'q', 's', 's', 't', 't']);
+    }
   });
 
   it('COPY stores every character as the general path does: tabs, newlines, backslashes, quotes, \\N, NULL, braces', async () => {

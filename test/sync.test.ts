@@ -201,6 +201,28 @@ describe.each([
     await f?.close();
   });
 
+  it('pulls a never-synced account that holds stray rows again for the general apply, and ends exact', async () => {
+    await f.syncAll();
+    const id = f.store.accountIds()[1]!;
+    // Never synced as far as its row says, yet holding a row: the COPY first sync must refuse it.
+    await f.db
+      .updateTable('tim.accounts')
+      .set({ standard_sequence: null, custom_sequence: null, last_synced_at: null })
+      .where('account_id', '=', id)
+      .execute();
+    await f.db.insertInto('tim.friends').values({ account_id: id, friend_id: 'stray-friend' }).execute();
+    f.sim.clearCalls();
+    const s = await f.syncAll({ ids: [id] });
+    expect(s.failed).toBe(0);
+    expect(s.changed).toBe(1);
+    // Two full reads: the first, held as COPY text, was refused; the second was held as JSON.
+    const calls = f.sim.calls().filter((c) => c.account === id);
+    expect(calls.filter((c) => c.startIndex === 0)).toHaveLength(2);
+    expect(calls.every((c) => c.standardSequence === undefined && c.customSequence === undefined)).toBe(true);
+    expect(await f.diffAll()).toEqual([]);
+    expect(await f.sequenceMismatches()).toEqual([]);
+  });
+
   it('round-trips odd account ids and tag values exactly', async () => {
     const s = await f.syncAll();
     expect(s.failed).toBe(0);

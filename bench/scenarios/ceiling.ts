@@ -5,7 +5,7 @@
  * ratio says how much headroom the write path has.
  *
  * The rows are the simulator's: the same generator and seed as the sweep, turned into snapshots by
- * the mirror's own decoder and `snapshotFromPull`, so nothing here is shaped differently from a sync.
+ * the mirror's own decoder and `rowsOf`, so nothing here is shaped differently from a sync.
  */
 import { type Kysely, sql } from 'kysely';
 import pLimit from 'p-limit';
@@ -24,7 +24,7 @@ import { createDb } from '../../src/db/pool.js';
 import type { Database } from '../../src/db/schema.js';
 import type { AccountSnapshot } from '../../src/db/snapshot-types.js';
 import { buildPage, type FriendStore, generateApp } from '../../src/simulator/index.js';
-import { snapshotFromPull } from '../../src/sync/snapshot.js';
+import { rowsOf } from '../../src/sync/snapshot.js';
 import { decodeFriendGetResponse } from '../../src/tim/friend-get.js';
 import { createScratchDatabase, withClient } from '../lib/postgres.js';
 import { watchCpu } from '../lib/proc.js';
@@ -98,21 +98,18 @@ export function snapshotFor(store: FriendStore, accountId: string): AccountSnaps
     ErrorDisplay: '',
   });
   const decoded = decodeFriendGetResponse(body);
-  return snapshotFromPull(
+  const rows = rowsOf(decoded.items);
+  return {
     accountId,
     // A first sync, as the sweep's: the apply takes its COPY path.
-    { standardSequence: null, customSequence: null, neverSynced: true },
-    {
-      standardSequence: decoded.standardSequence,
-      customSequence: decoded.customSequence,
-      standardIncluded: true,
-      customIncluded: true,
-      unchanged: false,
-      items: decoded.items,
-      calls: 1,
-      restarts: 0,
-    },
-  );
+    baseStandardSequence: null,
+    baseCustomSequence: null,
+    neverSynced: true,
+    standardSequence: decoded.standardSequence,
+    customSequence: decoded.customSequence,
+    standard: { friends: rows.friends, tags: rows.standardTags },
+    custom: { tags: rows.customTags },
+  };
 }
 
 /** Times `work`, with the CPU it cost Postgres (backends of `database`) and this process. */

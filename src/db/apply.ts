@@ -14,12 +14,11 @@ import { type Kysely, sql, type Transaction } from 'kysely';
 import { friendChanges, friendJson, recordBaseline, recordEvents, tagEvents } from './history.js';
 import type { Database } from './schema.js';
 import {
-  type AccountSnapshot,
   type ApplyResult,
-  type FriendRow,
+  type JsonRows,
   type NextSync,
   SnapshotConflictError,
-  type TagRow,
+  type SnapshotHead,
 } from './snapshot-types.js';
 import { syncedColumns } from './synced.js';
 
@@ -33,7 +32,8 @@ import { syncedColumns } from './synced.js';
  */
 export async function applyInTransaction(
   db: Kysely<Database>,
-  snap: AccountSnapshot,
+  snap: SnapshotHead,
+  rows: JsonRows,
   schedule: NextSync,
 ): Promise<ApplyResult> {
   return db.transaction().execute(async (trx) => {
@@ -76,29 +76,29 @@ export async function applyInTransaction(
       friendsDeleted: 0,
       tagsUpserted: 0,
       tagsDeleted: 0,
-      friendCount: snap.standard ? snap.standard.friends.length : current.friend_count,
+      friendCount: rows.standard ? rows.standard.friendCount : current.friend_count,
       events: 0,
     };
     // History starts with the account's first committed sync (never synced before; `resync --full`
     // keeps last_synced_at, so it is not a first sync): one baseline row, not a row per friend.
     const baseline = current.first_sync;
-    if (snap.custom && !snap.standard) await assertFriendsKnown(trx, snap.accountId, snap.custom.tags);
+    if (rows.custom && !rows.standard) await assertFriendsKnown(trx, snap.accountId, rows.custom);
     // Each statement hands back its changes per friend (a json text, passed on untouched); one
     // statement then appends them, merged per friend, so a friend whose remark and custom tag both
     // changed is one event.
     const changes: string[] = [];
-    if (snap.standard) {
-      const f = await replaceFriends(trx, snap.accountId, snap.standard.friends, hasFriends);
+    if (rows.standard) {
+      const f = await replaceFriends(trx, snap.accountId, rows.standard.friends, hasFriends);
       result.friendsUpserted = f.friendsUpserted;
       result.friendsDeleted = f.friendsDeleted;
       if (f.events) changes.push(f.events);
-      const t = await replaceTags(trx, snap.accountId, 'standard', snap.standard.tags, hasTags);
+      const t = await replaceTags(trx, snap.accountId, 'standard', rows.standard, hasTags);
       result.tagsUpserted += t.upserted;
       result.tagsDeleted += t.deleted;
       if (t.events) changes.push(t.events);
     }
-    if (snap.custom) {
-      const t = await replaceTags(trx, snap.accountId, 'custom', snap.custom.tags, hasTags);
+    if (rows.custom) {
+      const t = await replaceTags(trx, snap.accountId, 'custom', rows.custom, hasTags);
       result.tagsUpserted += t.upserted;
       result.tagsDeleted += t.deleted;
       if (t.events) changes.push(t.events);
@@ -121,22 +121,22 @@ export async function applyInTransaction(
 }
 
 /*
- * The rows travel as the snapshot's own objects, JSON-stringified as they are: no per-row mapping
- * on our side, and `json_to_recordset` types the columns on the server (`groups` becomes text[]).
+ * The rows travel as JSON arrays of the snapshot's row objects (src/db/encoded-rows.ts): no per-row
+ * mapping on our side, and `json_to_recordset` types the columns on the server (`groups` becomes text[]).
  * A tag's JSON null comes out of it as SQL NULL, so it is turned back into the jsonb null it was.
  */
 const FRIEND_RECORD = sql`("friendId" text, remark text, groups text[], "addSource" text, "addWording" text, "addTime" bigint)`;
 const FRIEND_VALUES = sql`u.remark, u.groups, u."addSource" AS add_source, u."addWording" AS add_wording,
   to_timestamp(u."addTime") AS add_time`;
 
-function friendRows(friends: readonly FriendRow[]) {
+function friendRows(friendsJson: string) {
   return sql`SELECT u."friendId" AS friend_id, ${FRIEND_VALUES}
-    FROM json_to_recordset(${JSON.stringify(friends)}::json) AS u${FRIEND_RECORD}`;
+    FROM json_to_recordset(${friendsJson}::json) AS u${FRIEND_RECORD}`;
 }
 
-function tagRows(tags: readonly TagRow[]) {
+function tagRows(tagsJson: string) {
   return sql`SELECT u."friendId" AS friend_id, u.tag, coalesce(u.value, 'null'::jsonb) AS value
-    FROM json_to_recordset(${JSON.stringify(tags)}::json) AS u("friendId" text, tag text, value jsonb)`;
+    FROM json_to_recordset(${tagsJson}::json) AS u("friendId" text, tag text, value jsonb)`;
 }
 
 function counts(rows: { a?: string | number; b?: string | number }[]): [number, number] {
@@ -156,14 +156,14 @@ function counts(rows: { a?: string | number; b?: string | number }[]): [number, 
 async function replaceFriends(
   trx: Transaction<Database>,
   accountId: string,
-  friends: FriendRow[],
+  friendsJson: string,
   hasFriends: boolean,
 ): Promise<{ friendsUpserted: number; friendsDeleted: number; events: string | null }> {
   if (!hasFriends) {
     const ins = await sql<{ a: string; e: string | null }>`
       WITH i AS (
         INSERT INTO tim.friends (account_id, friend_id, remark, groups, add_source, add_wording, add_time)
-        SELECT ${accountId}, r.* FROM (${friendRows(friends)}) AS r
+        SELECT ${accountId}, r.* FROM (${friendRows(friendsJson)}) AS r
         RETURNING friend_id, remark, groups, add_source, add_wording, add_time
       )
       SELECT count(*) AS a,
@@ -177,7 +177,7 @@ async function replaceFriends(
     };
   }
   const res = await sql<{ a: string; b: string; e: string | null }>`
-    WITH r AS MATERIALIZED (${friendRows(friends)}),
+    WITH r AS MATERIALIZED (${friendRows(friendsJson)}),
     d AS (
       DELETE FROM tim.friends AS f
       WHERE f.account_id = ${accountId} AND NOT EXISTS (SELECT 1 FROM r WHERE r.friend_id = f.friend_id)
@@ -218,15 +218,15 @@ async function replaceTags(
   trx: Transaction<Database>,
   accountId: string,
   category: 'standard' | 'custom',
-  tags: TagRow[],
+  tags: { tags: string; tagCount: number },
   hasTags: boolean,
 ): Promise<{ upserted: number; deleted: number; events: string | null }> {
   if (!hasTags) {
-    if (tags.length === 0) return { upserted: 0, deleted: 0, events: null };
+    if (tags.tagCount === 0) return { upserted: 0, deleted: 0, events: null };
     const ins = await sql<{ a: string; e: string | null }>`
       WITH i AS (
         INSERT INTO tim.friend_tags (account_id, friend_id, tag, value, category)
-        SELECT ${accountId}, r.friend_id, r.tag, r.value, ${category} FROM (${tagRows(tags)}) AS r
+        SELECT ${accountId}, r.friend_id, r.tag, r.value, ${category} FROM (${tagRows(tags.tags)}) AS r
         RETURNING friend_id, tag, value
       )
       SELECT (SELECT count(*) FROM i) AS a,
@@ -236,7 +236,7 @@ async function replaceTags(
     return { upserted: Number(ins.rows[0]?.a ?? 0), deleted: 0, events: ins.rows[0]?.e ?? null };
   }
   const res = await sql<{ a: string; b: string; e: string | null }>`
-    WITH r AS MATERIALIZED (${tagRows(tags)}),
+    WITH r AS MATERIALIZED (${tagRows(tags.tags)}),
     d AS (
       DELETE FROM tim.friend_tags AS t
       WHERE t.account_id = ${accountId} AND t.category = ${category}
@@ -273,12 +273,12 @@ async function replaceTags(
 async function assertFriendsKnown(
   trx: Transaction<Database>,
   accountId: string,
-  tags: TagRow[],
+  custom: { tags: string; tagCount: number },
 ): Promise<void> {
-  if (tags.length === 0) return;
-  const ids = [...new Set(tags.map((t) => t.friendId))];
+  if (custom.tagCount === 0) return;
   const res = await sql<{ n: string }>`
-    SELECT count(*) AS n FROM unnest(${ids}::text[]) AS t(id)
+    SELECT count(*) AS n
+    FROM (SELECT DISTINCT u."friendId" AS id FROM json_to_recordset(${custom.tags}::json) AS u("friendId" text)) AS t
     WHERE NOT EXISTS (SELECT 1 FROM tim.friends f WHERE f.account_id = ${accountId} AND f.friend_id = t.id)`.execute(
     trx,
   );

@@ -9,14 +9,15 @@
  */
 import { type Kysely, sql } from 'kysely';
 import type pg from 'pg';
-import { copyIn, FRIEND_COPY_COLUMNS, friendCopyText, TAG_COPY_COLUMNS, tagCopyText } from './copy.js';
+import { copyIn, FRIEND_COPY_COLUMNS, TAG_COPY_COLUMNS } from './copy.js';
 import { baselineEvent } from './history.js';
 import type { Database } from './schema.js';
 import {
-  type AccountSnapshot,
   type ApplyResult,
+  type CopyRows,
   type NextSync,
   SnapshotConflictError,
+  type SnapshotHead,
 } from './snapshot-types.js';
 import { syncedColumns } from './synced.js';
 
@@ -28,17 +29,14 @@ const COPY_TAGS = `COPY tim.friend_tags ${TAG_COPY_COLUMNS} FROM STDIN`;
  * `resync --full` also pulls from zero sequences, but onto rows the COPY path would refuse after
  * locking and looking, so trying it first would only cost a round trip.
  */
-export function isFirstSync(snap: AccountSnapshot): boolean {
-  return (
-    snap.neverSynced === true &&
-    snap.baseStandardSequence === null &&
-    snap.baseCustomSequence === null &&
-    !!snap.standard
-  );
+export function isFirstSync(
+  snap: Pick<SnapshotHead, 'neverSynced' | 'baseStandardSequence' | 'baseCustomSequence'>,
+): boolean {
+  return snap.neverSynced === true && snap.baseStandardSequence === null && snap.baseCustomSequence === null;
 }
 
 /**
- * Applies `snap` as a first sync, in one transaction on one connection of `pool`: lock the account
+ * Applies `snap` with its `rows` as a first sync, in one transaction on one connection of `pool`: lock the account
  * row and check it was never synced, that its sequences are still the snapshot's base and that it
  * holds no rows; then COPY its friends and its tags, append the history's baseline and store its
  * sequences (one statement), and commit: five round trips. If any statement fails (a bad field, a
@@ -57,19 +55,12 @@ export function isFirstSync(snap: AccountSnapshot): boolean {
 export async function firstSyncByCopy(
   db: Kysely<Database>,
   pool: pg.Pool,
-  snap: AccountSnapshot,
+  snap: SnapshotHead,
+  rows: CopyRows,
   schedule: NextSync,
 ): Promise<ApplyResult | undefined> {
-  // Encoded before a connection is taken, so the CPU work holds no connection, and kept as UTF-8
-  // bytes while the transaction runs: compact, and off the JS heap.
-  const friendBytes = Buffer.from(friendCopyText(snap.accountId, snap.standard?.friends ?? []), 'utf8');
-  const tagBytes = Buffer.from(
-    tagCopyText(snap.accountId, snap.standard?.tags ?? [], 'standard') +
-      tagCopyText(snap.accountId, snap.custom?.tags ?? [], 'custom'),
-    'utf8',
-  );
-  const friendCount = snap.standard?.friends.length ?? 0;
-  const tagCount = (snap.standard?.tags.length ?? 0) + (snap.custom?.tags.length ?? 0);
+  // The rows came encoded (src/db/encoded-rows.ts), so the CPU work of encoding holds no connection.
+  const { friendCount, tagCount } = rows;
   const client = await pool.connect();
   let reusable = true;
   try {
@@ -92,8 +83,8 @@ export async function firstSyncByCopy(
       await client.query('ROLLBACK');
       return undefined;
     }
-    if (friendBytes.length > 0) await copyIn(client, COPY_FRIENDS, [friendBytes]);
-    if (tagBytes.length > 0) await copyIn(client, COPY_TAGS, [tagBytes]);
+    if (rows.friends.length > 0) await copyIn(client, COPY_FRIENDS, rows.friends);
+    if (rows.tags.length > 0) await copyIn(client, COPY_TAGS, rows.tags);
     const finish = sql`
       WITH e AS (${baselineEvent(snap, friendCount)} RETURNING 1)
       ${db

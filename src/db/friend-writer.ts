@@ -8,10 +8,18 @@ import type { Kysely } from 'kysely';
 import pLimit, { type LimitFunction } from 'p-limit';
 import type pg from 'pg';
 import { applyInTransaction } from './apply.js';
+import { copyRowsOf, jsonRowsOf, type RowFormat } from './encoded-rows.js';
 import { firstSyncByCopy, isFirstSync } from './first-sync.js';
 import { pgPoolOf } from './pool.js';
 import type { Database } from './schema.js';
-import type { AccountSnapshot, ApplyResult, NextSync } from './snapshot-types.js';
+import {
+  type AccountSnapshot,
+  type ApplyResult,
+  type EncodedSnapshot,
+  type NextSync,
+  SnapshotConflictError,
+  type SnapshotHead,
+} from './snapshot-types.js';
 import { DEFAULT_NEXT_SYNC } from './synced.js';
 
 /**
@@ -55,21 +63,48 @@ export class FriendWriter {
   }
 
   /**
+   * The encoding a pull with this head should hold its rows in until {@link apply}: COPY text for a
+   * first sync this writer can COPY, JSON for the general apply.
+   */
+  formatFor(
+    head: Pick<SnapshotHead, 'neverSynced' | 'baseStandardSequence' | 'baseCustomSequence'>,
+  ): RowFormat {
+    return this.#pool && isFirstSync(head) ? 'copy' : 'json';
+  }
+
+  /**
    * Applies a snapshot and stores its sequences in the same transaction, so the stored sequences
-   * are never ahead of the data. A first sync goes by COPY; every other apply, or a first sync onto
-   * an account that holds rows, goes the general way.
+   * are never ahead of the data. A first sync goes by COPY; every other apply goes the general way.
+   * A snapshot of row objects is encoded here; an encoded one ({@link formatFor}) is written as it is.
    *
    * @throws SnapshotConflictError when the account's stored sequences differ from the snapshot's base
    *   (someone else synced it meanwhile), custom tags name friends the mirror lacks (drift), or the
-   *   account was removed; the transaction is rolled back and nothing is written.
+   *   account was removed; the transaction is rolled back and nothing is written. Also (`stale`) for
+   *   COPY rows of an account that turns out to hold rows or to have been synced: the general apply
+   *   needs them as JSON, so pull again.
    */
-  apply(snap: AccountSnapshot, schedule: NextSync = DEFAULT_NEXT_SYNC): Promise<ApplyResult> {
+  apply(
+    snap: AccountSnapshot | EncodedSnapshot,
+    schedule: NextSync = DEFAULT_NEXT_SYNC,
+  ): Promise<ApplyResult> {
     return this.#gate(async () => {
-      if (this.#pool && isFirstSync(snap)) {
-        const first = await firstSyncByCopy(this.#db, this.#pool, snap, schedule);
+      if ('rows' in snap) {
+        const { rows, ...head } = snap;
+        if (rows.format === 'json') return applyInTransaction(this.#db, head, rows, schedule);
+        if (!this.#pool) throw new Error('COPY rows need a database handle made by createDb');
+        const first = await firstSyncByCopy(this.#db, this.#pool, head, rows, schedule);
+        if (first) return first;
+        throw new SnapshotConflictError(
+          'stale',
+          'the account was synced, or got rows, while its first pull ran',
+        );
+      }
+      // A first sync onto an account that holds rows (a `resync --full`, say) goes the general way.
+      if (this.#pool && isFirstSync(snap) && snap.standard) {
+        const first = await firstSyncByCopy(this.#db, this.#pool, snap, copyRowsOf(snap), schedule);
         if (first) return first;
       }
-      return applyInTransaction(this.#db, snap, schedule);
+      return applyInTransaction(this.#db, snap, jsonRowsOf(snap), schedule);
     });
   }
 }

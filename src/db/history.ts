@@ -10,7 +10,7 @@
  */
 import { type RawBuilder, sql, type Transaction } from 'kysely';
 import type { Database } from './schema.js';
-import type { AccountSnapshot } from './snapshot-types.js';
+import type { SnapshotHead } from './snapshot-types.js';
 
 /** A friend row's columns as a jsonb object; absent (NULL) columns are left out. */
 export function friendJson(alias: 'c' | 'i' | 'o' | 'r') {
@@ -44,7 +44,7 @@ export function tagEvents(x: RawBuilder<unknown>) {
 }
 
 /** The history's baseline row: the account's friend count, with the snapshot's sequences. */
-export function baselineEvent(snap: AccountSnapshot, friendCount: number) {
+export function baselineEvent(snap: SnapshotHead, friendCount: number) {
   return sql`INSERT INTO tim.friend_events (account_id, kind, changed, standard_sequence, custom_sequence)
     VALUES (${snap.accountId}, 'baseline', jsonb_build_object('friend_count', ${friendCount}::int),
             ${snap.standardSequence}, ${snap.customSequence})`;
@@ -53,7 +53,7 @@ export function baselineEvent(snap: AccountSnapshot, friendCount: number) {
 /** The account's first sync: its history starts with one row holding the friend count. */
 export async function recordBaseline(
   trx: Transaction<Database>,
-  snap: AccountSnapshot,
+  snap: SnapshotHead,
   friendCount: number,
 ): Promise<number> {
   await baselineEvent(snap, friendCount).execute(trx);
@@ -67,7 +67,7 @@ export async function recordBaseline(
  */
 export async function recordEvents(
   trx: Transaction<Database>,
-  snap: AccountSnapshot,
+  snap: SnapshotHead,
   changes: string[],
 ): Promise<number> {
   const res = await sql`

@@ -21,12 +21,8 @@ export interface TagRow {
   value: unknown;
 }
 
-/**
- * What one complete pull of an account says. A category is present only when the server sent it,
- * and then it is the FULL set: anything of that category not in it is gone at the source.
- * An absent category was unchanged and must be left exactly as it is.
- */
-export interface AccountSnapshot {
+/** What every form of a snapshot says about the account and its pull, besides the rows. */
+export interface SnapshotHead {
   accountId: string;
   /** The sequences the pull was made with (what the mirror held when it started). */
   baseStandardSequence: number | null;
@@ -39,10 +35,50 @@ export interface AccountSnapshot {
   /** The sequences the server reported for this pull. */
   standardSequence: number;
   customSequence: number;
+}
+
+/**
+ * What one complete pull of an account says, as row objects. A category is present only when the
+ * server sent it, and then it is the FULL set: anything of that category not in it is gone at the
+ * source. An absent category was unchanged and must be left exactly as it is.
+ */
+export interface AccountSnapshot extends SnapshotHead {
   /** Every friend with its standard fields, and every standard-category tag we keep as a row. */
   standard?: { friends: FriendRow[]; tags: TagRow[] };
   /** Every custom-category tag of every friend. */
   custom?: { tags: TagRow[] };
+}
+
+/**
+ * A first sync's rows as COPY text (src/db/copy.ts), UTF-8, in pieces that end at row boundaries:
+ * the form a pull of a never-synced account holds while it waits for its apply. Bytes off the JS
+ * heap cost a fraction of the row objects they came from, and they are what the COPY sends anyway.
+ * Both categories are full: a pull that sends no sequences gets everything.
+ */
+export interface CopyRows {
+  format: 'copy';
+  /** Columns `FRIEND_COPY_COLUMNS`. */
+  friends: Buffer[];
+  /** Columns `TAG_COPY_COLUMNS`, both categories. */
+  tags: Buffer[];
+  friendCount: number;
+  tagCount: number;
+}
+
+/**
+ * Rows as JSON array texts (of {@link FriendRow} and {@link TagRow} objects), what the general apply
+ * hands `json_to_recordset`: the form every other pull holds while it waits. A category is present
+ * only when the server sent it, as in {@link AccountSnapshot}.
+ */
+export interface JsonRows {
+  format: 'json';
+  standard?: { friends: string; friendCount: number; tags: string; tagCount: number };
+  custom?: { tags: string; tagCount: number };
+}
+
+/** A pull's rows already encoded for the apply path that will write them. */
+export interface EncodedSnapshot extends SnapshotHead {
+  rows: CopyRows | JsonRows;
 }
 
 /** When a synced account is due again. */

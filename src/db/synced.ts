@@ -5,7 +5,7 @@
 import { type Kysely, sql } from 'kysely';
 import { afterSync } from './accounts.js';
 import type { Database } from './schema.js';
-import type { AccountSnapshot, NextSync } from './snapshot-types.js';
+import type { NextSync, SnapshotHead } from './snapshot-types.js';
 
 /** When no schedule is given: due again in an hour. */
 export const DEFAULT_NEXT_SYNC: NextSync = { intervalMs: 3_600_000 };
@@ -17,7 +17,7 @@ function nextSyncAt(s: NextSync) {
 }
 
 /** The columns of `tim.accounts` every successful apply writes, besides the data's own. */
-export function syncedColumns(snap: AccountSnapshot, friendCount: number, schedule: NextSync) {
+export function syncedColumns(snap: SnapshotHead, friendCount: number, schedule: NextSync) {
   return {
     standard_sequence: snap.standardSequence,
     custom_sequence: snap.customSequence,

@@ -15,7 +15,7 @@ import { TimApiError, TimError, TimHttpError, TimNetworkError, TimTimeoutError }
 import { type FriendGetCall, pullFriends } from '../tim/friend-pull.js';
 import { type Drift, driftOf } from './reconcile.js';
 import type { RowBudget, RowHold } from './row-budget.js';
-import { SnapshotRows, snapshotFromPull } from './snapshot.js';
+import { HeldRows } from './snapshot.js';
 
 /** What syncing one account did. */
 export interface AccountSyncOutcome {
@@ -151,11 +151,19 @@ export async function syncAccount(
   const hold = deps.rowBudget?.open();
   // A synced account's friend count bounds its first page; a never-synced one's is unknown.
   const firstPage = Math.min(state.friendCount ?? FIRST_PAGE_ROWS, FIRST_PAGE_ROWS);
+  // A conflict may mean the account was synced meanwhile: after one, the apply is never a first sync.
+  let neverSynced = state.neverSynced === true;
   try {
     for (let attempt = 0; ; attempt++) {
-      const rows = new SnapshotRows();
+      const head = {
+        accountId: state.accountId,
+        baseStandardSequence: base.standardSequence,
+        baseCustomSequence: base.customSequence,
+        ...(neverSynced ? { neverSynced: true } : {}),
+      };
+      const rows = new HeldRows(state.accountId, deps.writer.formatFor(head), deps.discover !== undefined);
       const pull = await pullFriends(
-        hold ? reservingCall(deps.call, hold, () => rows.friends.length, firstPage, deps.signal) : deps.call,
+        hold ? reservingCall(deps.call, hold, () => rows.friendCount, firstPage, deps.signal) : deps.call,
         {
           accountId: state.accountId,
           ...ask,
@@ -165,7 +173,7 @@ export async function syncAccount(
         },
       );
       // What the pull keeps: the last page's rows counted, an unchanged account's reservation given back.
-      hold?.set(rows.friends.length);
+      hold?.set(rows.friendCount);
       outcome.calls += pull.calls;
       try {
         if (pull.unchanged) {
@@ -182,12 +190,7 @@ export async function syncAccount(
           }
           outcome.result = 'unchanged';
         } else {
-          const snapshot = snapshotFromPull(
-            state.accountId,
-            { ...base, neverSynced: state.neverSynced === true },
-            pull,
-            rows,
-          );
+          const snapshot = rows.snapshot(head, pull);
           const applyStartedAt = performance.now();
           const applied = await deps.writer.apply(snapshot, deps.nextSync);
           outcome.applyMs = performance.now() - applyStartedAt;
@@ -198,7 +201,7 @@ export async function syncAccount(
             const drift = driftOf(base, pull, outcome);
             if (drift) outcome.drift = drift;
           }
-          friendIds = snapshot.standard?.friends.map((f) => f.friendId);
+          if (pull.standardIncluded && deps.discover) friendIds = [...rows.friendIds];
         }
         break;
       } catch (err) {
@@ -209,6 +212,7 @@ export async function syncAccount(
         ) {
           throw err;
         }
+        neverSynced = false;
         if (err.reason === 'drift') {
           // The mirror lacks friends the source has: re-read everything, still on top of `base`.
           ask = FULL_READ;
