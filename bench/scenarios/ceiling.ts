@@ -11,13 +11,7 @@ import { type Kysely, sql } from 'kysely';
 import pLimit from 'p-limit';
 import type pg from 'pg';
 import { addAccounts } from '../../src/db/accounts.js';
-import {
-  copyIn,
-  FRIEND_COPY_COLUMNS,
-  friendCopyText,
-  TAG_COPY_COLUMNS,
-  tagCopyText,
-} from '../../src/db/copy.js';
+import { CopyTextWriter, copyIn, FRIEND_COPY_COLUMNS, TAG_COPY_COLUMNS } from '../../src/db/copy.js';
 import { FriendWriter } from '../../src/db/friend-writer.js';
 import { migrateToLatest } from '../../src/db/migrate.js';
 import { createDb } from '../../src/db/pool.js';
@@ -259,14 +253,13 @@ async function createCopyTables(db: Kysely<Database>): Promise<void> {
  * mirror's own encoders, so the two sides differ only in how the rows reach Postgres.
  */
 async function copyRows(c: pg.Client, snaps: readonly AccountSnapshot[]): Promise<void> {
-  const friends = snaps.map((s) => friendCopyText(s.accountId, s.standard?.friends ?? [])).join('');
-  await copyIn(c, `COPY bench_copy.friends ${FRIEND_COPY_COLUMNS} FROM STDIN`, friends);
-  const tags = snaps
-    .map(
-      (s) =>
-        tagCopyText(s.accountId, s.standard?.tags ?? [], 'standard') +
-        tagCopyText(s.accountId, s.custom?.tags ?? [], 'custom'),
-    )
-    .join('');
+  const writer = new CopyTextWriter();
+  for (const s of snaps) writer.friends(s.accountId, s.standard?.friends ?? []);
+  await copyIn(c, `COPY bench_copy.friends ${FRIEND_COPY_COLUMNS} FROM STDIN`, [writer.take()]);
+  for (const s of snaps) {
+    writer.tags(s.accountId, s.standard?.tags ?? [], 'standard');
+    writer.tags(s.accountId, s.custom?.tags ?? [], 'custom');
+  }
+  const tags = [writer.take()];
   await copyIn(c, `COPY bench_copy.friend_tags ${TAG_COPY_COLUMNS} FROM STDIN`, tags);
 }

@@ -4,7 +4,7 @@
  * holds until its apply is compact text, and each page's row objects die young; a caller with a
  * whole snapshot of objects encodes it the same way ({@link copyRowsOf}, {@link jsonRowsOf}).
  */
-import { friendCopyText, tagCopyText } from './copy.js';
+import { CopyTextWriter } from './copy.js';
 import type { AccountSnapshot, CopyRows, FriendRow, JsonRows, TagRow } from './snapshot-types.js';
 
 /** Which encoding a pull's rows are held in. */
@@ -20,6 +20,8 @@ export class EncodedRowsBuilder {
   /** COPY pieces, one per page. */
   #copyFriends: Buffer[] = [];
   #copyTags: Buffer[] = [];
+  /** Encodes COPY pages; made on the first one. */
+  #writer: CopyTextWriter | undefined;
   /** JSON array bodies (the text between the brackets), one per non-empty page. */
   #jsonFriends: string[] = [];
   #jsonStandardTags: string[] = [];
@@ -41,20 +43,14 @@ export class EncodedRowsBuilder {
     this.#standardTagCount += standardTags.length;
     this.#customTagCount += customTags.length;
     if (this.format === 'copy') {
-      // Buffers, not strings: a concatenated string is a rope of small pieces until flattened, and
-      // a Buffer's bytes sit outside the JS heap, which the garbage collector need not walk.
-      if (friends.length > 0) {
-        this.#copyFriends.push(Buffer.from(friendCopyText(this.#accountId, friends), 'utf8'));
-      }
-      if (standardTags.length + customTags.length > 0) {
-        this.#copyTags.push(
-          Buffer.from(
-            tagCopyText(this.#accountId, standardTags, 'standard') +
-              tagCopyText(this.#accountId, customTags, 'custom'),
-            'utf8',
-          ),
-        );
-      }
+      // Bytes, not strings: their memory sits outside the JS heap, which the garbage collector
+      // need not walk, and it is what the COPY sends.
+      this.#writer ??= new CopyTextWriter();
+      this.#writer.friends(this.#accountId, friends);
+      if (this.#writer.length > 0) this.#copyFriends.push(this.#writer.take());
+      this.#writer.tags(this.#accountId, standardTags, 'standard');
+      this.#writer.tags(this.#accountId, customTags, 'custom');
+      if (this.#writer.length > 0) this.#copyTags.push(this.#writer.take());
       return;
     }
     if (friends.length > 0) this.#jsonFriends.push(arrayBody(friends));

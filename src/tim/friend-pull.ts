@@ -102,12 +102,14 @@ async function pullOnce(
   opts.sink?.restart();
   const seenIds = new Set<string>();
   const seenCursors = new Set<number>([0]);
-  let first: FriendGetPage | undefined;
+  // Only the first page's sequences: keeping the page would keep its decoded friends alive for the
+  // whole pull, long enough to be promoted to the old generation of every pull in flight.
+  let first: { standardSequence: number; customSequence: number } | undefined;
   let startIndex = 0;
   for (let pages = 1; ; pages++) {
     const page = await call({ ...base, StartIndex: startIndex });
     if (!first) {
-      first = page;
+      first = { standardSequence: page.standardSequence, customSequence: page.customSequence };
       if (page.standardSequence === opts.standardSequence && page.customSequence === opts.customSequence) {
         return {
           standardSequence: page.standardSequence,
