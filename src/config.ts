@@ -238,8 +238,8 @@ export interface SyncConfig {
   rowBudget: number;
 }
 
-/** Default `SYNC_ROW_BUDGET`, chosen by the `wide` bench scenario (bench/notes.md). */
-export const DEFAULT_ROW_BUDGET = 15_000;
+/** Default `SYNC_ROW_BUDGET`, chosen by the `wide` bench scenario (BENCHMARKS.md). */
+export const DEFAULT_ROW_BUDGET = 50_000;
 
 /** `SYNC_ROW_BUDGET`: a whole number of rows ≥ 1, or `0`/`off` for no budget. */
 function rowBudget(env: Env): number {
