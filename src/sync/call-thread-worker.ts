@@ -63,17 +63,21 @@ function serve(port: NonNullable<typeof parentPort>, settings: CallThreadSetting
   };
   const fail = (id: number, error: WireError) => answer(id, { type: 'error', id, error });
 
-  const post = (id: number, path: string, body: string) => {
+  const post = (id: number, path: string, body: string, continuation: boolean) => {
     const call: Call = { abort: new AbortController(), sent: false };
     calls.set(id, call);
     if (stopping) return fail(id, { kind: 'stopped' });
     const signal = call.abort.signal;
     limiter
-      .schedule(() => {
-        call.sent = true;
-        publish();
-        return transport.post(path, body, signal);
-      }, signal)
+      .schedule(
+        () => {
+          call.sent = true;
+          publish();
+          return transport.post(path, body, signal);
+        },
+        signal,
+        { ahead: continuation },
+      )
       .then(
         (reply) => {
           const b = reply.body;
@@ -107,7 +111,7 @@ function serve(port: NonNullable<typeof parentPort>, settings: CallThreadSetting
     switch (msg.type) {
       case 'post':
         Atomics.add(state, STATE.received, 1);
-        post(msg.id, msg.path, msg.body);
+        post(msg.id, msg.path, msg.body, msg.continuation);
         break;
       case 'abort': {
         const call = calls.get(msg.id);

@@ -109,7 +109,9 @@ export class TimClient {
     let outcome = 'ok';
     let errorCode: number | undefined;
     try {
-      const reply = await this.#transport.post(this.#pathFor(FRIEND_GET_PATH), JSON.stringify(req), signal);
+      const reply = await this.#transport.post(this.#pathFor(FRIEND_GET_PATH), JSON.stringify(req), signal, {
+        continuation: req.StartIndex !== 0,
+      });
       receivedAt = absoluteNow();
       sentAt = reply.sentAt;
       return decodeFriendGetResponse(bodyText(reply.body));
