@@ -170,28 +170,6 @@ describe('call thread (compiled worker)', () => {
     expect(thread.limiter.queued()).toBe(0);
   });
 
-  it('sends the later pages of a pull ahead of calls that start a pull', async () => {
-    const { client, get, thread } = start({ ratePerSecond: 10 });
-    await get(0);
-    await sleep(1_100);
-    await clearCalls();
-    const firsts = Array.from({ length: 6 }, (_, i) => get(i));
-    // A later page (its cursor means nothing to the simulator, which refuses it: only its place in
-    // line is checked here).
-    const later = client.friendGet({ From_Account: accounts[7]!, StartIndex: 123_456 }).then(
-      () => 'answered',
-      () => 'refused',
-    );
-    await Promise.all([...firsts, later]);
-    const log = (await simCalls()) as { at: number; startIndex?: number }[];
-    expect(log).toHaveLength(7);
-    const place = log.findIndex((c) => c.startIndex === 123_456);
-    // The first call may already hold its slot when the later page joins the line; then it goes next.
-    expect(place).toBeGreaterThanOrEqual(0);
-    expect(place).toBeLessThanOrEqual(1);
-    expect(thread.limiter.queued()).toBe(0);
-  });
-
   it('answers queued(), setRate(0), pause() and slowDown() from the thread; onCall times the HTTP call, not the wait', async () => {
     const durations: number[] = [];
     const complaints: LimiterModule.RateComplaint[] = [];

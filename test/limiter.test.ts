@@ -110,40 +110,6 @@ describe('CallLimiter', () => {
   });
 });
 
-describe('CallLimiter lanes', () => {
-  it('grants calls scheduled ahead before calls waiting without, each lane in order; an aborted one leaves its lane', async () => {
-    const limiter = new CallLimiter({ ratePerSecond: 100, jitterMs: 0 });
-    const order: string[] = [];
-    const ac = new AbortController();
-    const run = (name: string, ahead: boolean, signal?: AbortSignal) =>
-      limiter.schedule(async () => void order.push(name), signal, { ahead });
-    const calls = [
-      run('first-1', false),
-      run('first-2', false),
-      run('first-3', false),
-      run('later-1', true),
-      run('later-gone', true, ac.signal).catch(() => undefined),
-      run('later-2', true),
-    ];
-    ac.abort(new Error('gave up'));
-    expect(limiter.queued()).toBe(5);
-    await Promise.all(calls);
-    expect(order).toEqual(['later-1', 'later-2', 'first-1', 'first-2', 'first-3']);
-    await limiter.stop();
-  });
-
-  it('stop() fails the calls of both lanes', async () => {
-    const limiter = new CallLimiter({ ratePerSecond: 0 });
-    const calls = [
-      limiter.schedule(async () => 1),
-      limiter.schedule(async () => 2, undefined, { ahead: true }),
-    ];
-    await limiter.stop();
-    const results = await Promise.allSettled(calls);
-    expect(results.map((r) => r.status)).toEqual(['rejected', 'rejected']);
-  });
-});
-
 describe('CallLimiter.queued', () => {
   it('counts every call waiting for its slot, not only those bottleneck has not timed yet', async () => {
     const limiter = new CallLimiter({ ratePerSecond: 20, jitterMs: 0 });

@@ -57,7 +57,7 @@ export const STATE_CELLS = 7;
 
 /** Main thread → call thread. */
 export type ToCallThread =
-  | { type: 'post'; id: number; path: string; body: string; continuation: boolean }
+  | { type: 'post'; id: number; path: string; body: string }
   | { type: 'abort'; id: number }
   | { type: 'slowDown' }
   | { type: 'pause'; ms: number }

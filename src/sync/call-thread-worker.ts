@@ -63,21 +63,17 @@ function serve(port: NonNullable<typeof parentPort>, settings: CallThreadSetting
   };
   const fail = (id: number, error: WireError) => answer(id, { type: 'error', id, error });
 
-  const post = (id: number, path: string, body: string, continuation: boolean) => {
+  const post = (id: number, path: string, body: string) => {
     const call: Call = { abort: new AbortController(), sent: false };
     calls.set(id, call);
     if (stopping) return fail(id, { kind: 'stopped' });
     const signal = call.abort.signal;
     limiter
-      .schedule(
-        () => {
-          call.sent = true;
-          publish();
-          return transport.post(path, body, signal);
-        },
-        signal,
-        { ahead: continuation },
-      )
+      .schedule(() => {
+        call.sent = true;
+        publish();
+        return transport.post(path, body, signal);
+      }, signal)
       .then(
         (reply) => {
           const b = reply.body;
@@ -111,7 +107,7 @@ function serve(port: NonNullable<typeof parentPort>, settings: CallThreadSetting
     switch (msg.type) {
       case 'post':
         Atomics.add(state, STATE.received, 1);
-        post(msg.id, msg.path, msg.body, msg.continuation);
+        post(msg.id, msg.path, msg.body);
         break;
       case 'abort': {
         const call = calls.get(msg.id);

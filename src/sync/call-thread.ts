@@ -38,7 +38,6 @@ import {
   type Limiter,
   limiterWindowMs,
   type RateComplaint,
-  type ScheduleOptions,
 } from './limiter.js';
 
 export { TimCallThreadError } from './call-thread-protocol.js';
@@ -153,10 +152,7 @@ export class CallThread {
     this.#rate = Math.max(0, Math.floor(opts.ratePerSecond));
     this.#worker = this.#spawn(0);
     this.limiter = new ThreadLimiter(this);
-    this.transport = {
-      post: (p, b, s, o) => this.#post(p, b, s, o?.continuation === true),
-      close: () => this.close(),
-    };
+    this.transport = { post: (p, b, s) => this.#post(p, b, s), close: () => this.close() };
   }
 
   /** The worker running now (a crash replaces it). Exposed for tests and diagnostics. */
@@ -221,12 +217,7 @@ export class CallThread {
     this.#worker.postMessage(msg);
   }
 
-  #post(
-    path: string,
-    body: string,
-    signal: AbortSignal | undefined,
-    continuation: boolean,
-  ): Promise<HttpReply> {
+  #post(path: string, body: string, signal?: AbortSignal): Promise<HttpReply> {
     if (this.#deadReason !== undefined) {
       return Promise.reject(new TimCallThreadError(this.#deadReason, { permanent: true }));
     }
@@ -238,7 +229,7 @@ export class CallThread {
       this.#pending.set(id, { resolve, reject, cancelAbort });
       this.#updateRef();
       Atomics.add(this.#state, STATE.posted, 1);
-      this.#send({ type: 'post', id, path, body, continuation });
+      this.#send({ type: 'post', id, path, body });
     });
   }
 
@@ -358,7 +349,7 @@ class ThreadLimiter implements Limiter {
    * Runs `fn` at once: its call is paced by the thread's transport. Once the thread is closed it
    * refuses, as a stopped {@link CallLimiter} does, so nothing is started that cannot be sent.
    */
-  schedule<T>(fn: () => Promise<T>, signal?: AbortSignal, _opts?: ScheduleOptions): Promise<T> {
+  schedule<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     if (signal?.aborted) return Promise.reject(signal.reason);
     if (this.#thread.closed) return Promise.reject(new Error('limiter stopped'));
     return fn();

@@ -13,8 +13,7 @@
  *   resumes); a slot timed before the pause that comes up during it is not used;
  * - the line of waiting calls is ours, not one bottleneck job each: a call that gives up waiting
  *   (its signal aborts) leaves it at once, and bottleneck's bookkeeping per job (a submitted job
- *   takes its register lock for an event-loop turn) is paid per slot, not per call. The line has
- *   two lanes: pages after the first of a pull go ahead of first pages (`ScheduleOptions.ahead`).
+ *   takes its register lock for an event-loop turn) is paid per slot, not per call.
  *
  * The guarantee: at most `L` calls ARRIVE at Tencent in any one-second window, whatever the event
  * loop does. Tencent stamps arrivals, and network delays differ by up to `jitterMs` (J), so the
@@ -55,24 +54,13 @@ export interface ComplaintCounts {
   slowDowns: number;
 }
 
-/** What a caller says about one call it schedules. */
-export interface ScheduleOptions {
-  /**
-   * Goes ahead of the calls waiting without it: a page after the first of a pull in progress, so
-   * the pull finishes (and gives back the rows it holds) before new ones start, and a changed
-   * account found late in a pass does not wait behind every account still to start. Such calls
-   * are bounded by the pulls in flight, so they never starve the others.
-   */
-  ahead?: boolean;
-}
-
 /**
  * What a sync needs of a call-rate limiter. {@link CallLimiter} paces calls in this thread; the call
  * thread (`src/sync/call-thread.ts`) paces them in its own and answers these from there.
  */
 export interface Limiter {
   /** Runs `fn` when the budget allows. Rejects without running it if `signal` aborts first. */
-  schedule<T>(fn: () => Promise<T>, signal?: AbortSignal, opts?: ScheduleOptions): Promise<T>;
+  schedule<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T>;
   /** Tencent said "too frequent" (see {@link CallLimiter.slowDown}). */
   slowDown(): void;
   /** Holds every call for `ms`. */
@@ -155,8 +143,6 @@ export class CallLimiter implements Limiter {
   readonly #bottleneck: Bottleneck;
   /** Calls waiting for a slot, first in line first (a Set keeps insertion order). */
   readonly #waiting = new Set<Waiter>();
-  /** Calls waiting that go ahead of {@link CallLimiter.#waiting} (`ScheduleOptions.ahead`). */
-  readonly #ahead = new Set<Waiter>();
   readonly #jitterMs: number;
   readonly #windowMs: number;
   /** The rate we are allowed (this replica's share of the budget). */
@@ -279,9 +265,8 @@ export class CallLimiter implements Limiter {
   }
 
   /** Runs `fn` when the budget allows. Rejects without running it if `signal` aborts first. */
-  schedule<T>(fn: () => Promise<T>, signal?: AbortSignal, opts?: ScheduleOptions): Promise<T> {
+  schedule<T>(fn: () => Promise<T>, signal?: AbortSignal): Promise<T> {
     if (this.#stopped) return Promise.reject(new Error('limiter stopped'));
-    const line = opts?.ahead ? this.#ahead : this.#waiting;
     if (signal?.aborted) return Promise.reject(signal.reason);
     const turn = new Promise<void>((resolve, reject) => {
       const waiter: Waiter = {
@@ -296,10 +281,10 @@ export class CallLimiter implements Limiter {
       };
       const cancel = signal
         ? onAbort(signal, () => {
-            if (line.delete(waiter)) reject(signal.reason);
+            if (this.#waiting.delete(waiter)) reject(signal.reason);
           })
         : undefined;
-      line.add(waiter);
+      this.#waiting.add(waiter);
     });
     this.#askSlot();
     return turn.then(fn);
@@ -307,7 +292,7 @@ export class CallLimiter implements Limiter {
 
   /** Keeps as many slot jobs in bottleneck as it may time ahead, or as calls wait if fewer. */
   #askSlot(): void {
-    while (this.#slotsAsked < this.#depth && this.#slotsAsked < this.queued() && !this.#stopped) {
+    while (this.#slotsAsked < this.#depth && this.#slotsAsked < this.#waiting.size && !this.#stopped) {
       this.#slotsAsked++;
       // Rejected only by stop(), which fails the waiting calls itself.
       this.#bottleneck.schedule(async () => this.#useSlot()).catch(() => {});
@@ -319,10 +304,9 @@ export class CallLimiter implements Limiter {
     // Timed before a pause or rate 0 began: not used. The next one waits, as `reservoir: 0` holds it.
     if (this.#effective() > 0) {
       // Every call in line is still waiting (one that gave up has left it); none: the slot goes unused.
-      const line = this.#ahead.size > 0 ? this.#ahead : this.#waiting;
-      const first = line.values().next();
+      const first = this.#waiting.values().next();
       if (!first.done) {
-        line.delete(first.value);
+        this.#waiting.delete(first.value);
         first.value.grant();
       }
     }
@@ -331,7 +315,7 @@ export class CallLimiter implements Limiter {
 
   /** Calls waiting for their turn. */
   queued(): number {
-    return this.#ahead.size + this.#waiting.size;
+    return this.#waiting.size;
   }
 
   /** Drops queued calls and stops pacing. */
@@ -343,8 +327,7 @@ export class CallLimiter implements Limiter {
   async #shutdown(): Promise<void> {
     if (this.#recoverTimer) clearTimeout(this.#recoverTimer);
     if (this.#pauseTimer) clearTimeout(this.#pauseTimer);
-    const waiting = [...this.#ahead, ...this.#waiting];
-    this.#ahead.clear();
+    const waiting = [...this.#waiting];
     this.#waiting.clear();
     for (const w of waiting) w.fail(new Error('limiter stopped'));
     await this.#bottleneck.stop({ dropWaitingJobs: true });

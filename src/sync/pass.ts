@@ -106,22 +106,18 @@ export function limitedCall(
   return (req: FriendGetRequest) =>
     withRetries(
       () =>
-        deps.limiter.schedule(
-          async () => {
-            onCall?.();
-            try {
-              return await deps.client.friendGet(req, signal);
-            } catch (err) {
-              // Process-wide reactions, decided here once for every account in flight.
-              if (err instanceof TimError && err.retryClass === 'rate-limited') deps.limiter.slowDown();
-              if (err instanceof TimError && err.retryClass === 'usersig-lockout')
-                deps.limiter.pause(USERSIG_LOCKOUT_MS);
-              throw err;
-            }
-          },
-          signal,
-          { ahead: req.StartIndex !== 0 },
-        ),
+        deps.limiter.schedule(async () => {
+          onCall?.();
+          try {
+            return await deps.client.friendGet(req, signal);
+          } catch (err) {
+            // Process-wide reactions, decided here once for every account in flight.
+            if (err instanceof TimError && err.retryClass === 'rate-limited') deps.limiter.slowDown();
+            if (err instanceof TimError && err.retryClass === 'usersig-lockout')
+              deps.limiter.pause(USERSIG_LOCKOUT_MS);
+            throw err;
+          }
+        }, signal),
       { ...deps.retry, signal },
     );
 }

@@ -109,9 +109,7 @@ export class TimClient {
     let outcome = 'ok';
     let errorCode: number | undefined;
     try {
-      const reply = await this.#transport.post(this.#pathFor(FRIEND_GET_PATH), JSON.stringify(req), signal, {
-        continuation: req.StartIndex !== 0,
-      });
+      const reply = await this.#transport.post(this.#pathFor(FRIEND_GET_PATH), JSON.stringify(req), signal);
       receivedAt = absoluteNow();
       sentAt = reply.sentAt;
       return decodeFriendGetResponse(bodyText(reply.body));

@@ -25,17 +25,6 @@ export interface HttpReply {
   sentAt: number;
 }
 
-/** What a caller says about one request, beyond its path and body. */
-export interface PostOptions {
-  /**
-   * A page after the first of a pull in progress. A transport that queues calls (the call thread)
-   * sends it ahead of calls that start a pull: a pull in progress then finishes, and gives back the
-   * rows it holds, before new ones start, and a changed account found late in a pass does not
-   * wait behind every account still to start.
-   */
-  continuation?: boolean;
-}
-
 /** Sends requests to one origin. */
 export interface HttpTransport {
   /**
@@ -45,7 +34,7 @@ export interface HttpTransport {
    * @throws TimHttpError (non-200), TimNetworkError, TimTimeoutError, TimAbortError (`signal`
    *   aborted), TimDecodeError (body over the size limit); each with `sentAt` once it was sent
    */
-  post(pathAndQuery: string, body: string, signal?: AbortSignal, opts?: PostOptions): Promise<HttpReply>;
+  post(pathAndQuery: string, body: string, signal?: AbortSignal): Promise<HttpReply>;
   /** Stops sending; resolves when calls in flight have finished. Safe to call twice. */
   close(): Promise<void>;
 }
