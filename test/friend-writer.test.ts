@@ -56,6 +56,13 @@ function snapshot(accountId: string, firstSync: boolean): AccountSnapshot {
   };
 }
 
+/** Transactions that wrote the account rows of `ids`: rows written by one transaction share its xmin. */
+async function transactionsOf(ids: string[]): Promise<number> {
+  const res = await sql<{ n: number }>`
+    SELECT count(DISTINCT xmin::text)::int AS n FROM tim.accounts WHERE account_id = ANY(${ids})`.execute(db);
+  return res.rows[0]!.n;
+}
+
 /** Backends of the test database waiting for a lock: the applies the held lock stopped. */
 async function waitingApplies(): Promise<number> {
   const res = await sql<{ n: number }>`
@@ -117,10 +124,30 @@ describe('FriendWriter', () => {
     });
   }
 
-  it('refuses an applyConcurrency that is not a positive whole number', () => {
+  it('refuses an applyConcurrency or firstSyncBatch that is not a positive whole number', () => {
     for (const bad of [0, -1, 1.5, Number.NaN]) {
       expect(() => new FriendWriter(db, { applyConcurrency: bad })).toThrow(/applyConcurrency/);
+      expect(() => new FriendWriter(db, { firstSyncBatch: bad })).toThrow(/firstSyncBatch/);
     }
+  });
+
+  it('shares transactions among first syncs waiting together, and none with firstSyncBatch 1', async () => {
+    const transactions = async (writer: FriendWriter, prefix: string) => {
+      const ids = Array.from({ length: 24 }, (_, i) => `${prefix}${i}`);
+      await addAccounts(db, ids);
+      await Promise.all(ids.map((id) => writer.apply(snapshot(id, true))));
+      for (const id of ids)
+        expect(
+          (await readMirror(db, id)).map((f) => f.friendId),
+          id,
+        ).toEqual(['f']);
+      return transactionsOf(ids);
+    };
+    // Each writer's accounts queue behind one held apply slot, then go when it is free.
+    expect(await transactions(new FriendWriter(db, { applyConcurrency: 1 }), 'shared')).toBeLessThan(24);
+    expect(
+      await transactions(new FriendWriter(db, { applyConcurrency: 1, firstSyncBatch: 1 }), 'alone'),
+    ).toBe(24);
   });
 });
 

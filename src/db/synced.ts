@@ -16,6 +16,11 @@ function nextSyncAt(s: NextSync) {
   return sql<Date>`now() + ${s.intervalMs}::float8 * (1 - ${jitter}::float8 + random() * 2 * ${jitter}::float8) * interval '1 millisecond'`;
 }
 
+/** Two schedules that store the same next sync. */
+export function sameSchedule(a: NextSync, b: NextSync): boolean {
+  return a.intervalMs === b.intervalMs && (a.jitter ?? DEFAULT_JITTER) === (b.jitter ?? DEFAULT_JITTER);
+}
+
 /** The columns of `tim.accounts` every successful apply writes, besides the data's own. */
 export function syncedColumns(snap: SnapshotHead, friendCount: number, schedule: NextSync) {
   return {
