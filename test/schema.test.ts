@@ -5,6 +5,7 @@
  * (scripts/lib/schema-dump.ts), so it holds on every server CI runs the suite against.
  */
 import { readFileSync } from 'node:fs';
+import { sql } from 'kysely';
 import pg from 'pg';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import {
@@ -97,5 +98,30 @@ describe('view definitions', () => {
     expect(normaliseViewDef(strings)).toBe(` SELECT 'accounts.x'::text AS s,
     data.accounts.y
    FROM tim.accounts`);
+  });
+});
+
+describe('migrating', () => {
+  it('from several processes at once (replicas starting together): each succeeds, the schema once', async () => {
+    for (let round = 0; round < 5; round++) {
+      const database = await createTestDatabase(`migrate_race_${round}`);
+      const dbs = Array.from({ length: 8 }, () => createDb(database.url, { maxConnections: 2 }));
+      try {
+        // Connected first, so the migrations start together rather than one connection apart.
+        await Promise.all(dbs.map((db) => sql`SELECT 1`.execute(db)));
+        const results = await Promise.allSettled(dbs.map((db) => migrateToLatest(db)));
+        expect(
+          results
+            .filter((r) => r.status === 'rejected')
+            .map((r) => String((r as PromiseRejectedResult).reason)),
+        ).toEqual([]);
+        const ran = results.flatMap((r) => (r.status === 'fulfilled' ? r.value : []));
+        // Every migration ran exactly once among them.
+        expect(new Set(ran.map((m) => m.migrationName)).size).toBe(ran.length);
+      } finally {
+        for (const db of dbs) await db.destroy();
+        await database.drop();
+      }
+    }
   });
 });

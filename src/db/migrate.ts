@@ -30,8 +30,10 @@ function migrator(db: Kysely<any>): Migrator {
  * @throws MigrationFailedError when one fails
  */
 export async function migrateToLatest(db: Kysely<any>): Promise<MigrationResult[]> {
-  // Kysely creates its bookkeeping tables in this schema, so it must exist first.
-  await db.schema.createSchema('tim').ifNotExists().execute();
+  // The migrator creates the `tim` schema for its bookkeeping tables itself, and takes its lock
+  // before running anything. A `CREATE SCHEMA IF NOT EXISTS` of our own before that raced: two
+  // replicas starting together could both miss the schema, and one failed on the catalog's unique
+  // index. Kysely's own creation checks again after such an error.
   const { error, results = [] } = await migrator(db).migrateToLatest();
   if (error) {
     const failed = results.find((r) => r.status === 'Error');
