@@ -20,6 +20,8 @@ export interface AccountSyncState {
    * `resync --full` does) on top of the stored ones, so the apply repairs whatever they missed.
    */
   reconcile?: boolean;
+  /** The replica whose claim returned this state; absent when the account was read without a claim. */
+  leaseOwner?: string;
 }
 
 /** Rows per INSERT when adding many accounts: keeps one statement's parameters and memory bounded. */
@@ -159,21 +161,48 @@ export async function unknownAccountIds(db: Kysely<Database>, ids: readonly stri
  * index. A failed attempt drops the proposal: the reconcile stays due, and the backoff decides
  * when it is tried again (pulling a failing account in to a past reconcile time would spin it).
  */
-export function afterSync(nextSyncAt: RawBuilder<Date>, attempt: 'succeeded' | 'failed' = 'succeeded') {
+export function afterSync(
+  nextSyncAt: RawBuilder<Date>,
+  attempt: 'succeeded' | 'failed' = 'succeeded',
+  leaseOwner?: string,
+) {
   const reconcileAt = sql<Date>`coalesce(reconcile_next_at, reconcile_due_at)`;
   const next =
     attempt === 'failed'
       ? nextSyncAt
       : sql<Date>`LEAST(${nextSyncAt}, CASE WHEN ${reconcileAt} IS NOT NULL THEN GREATEST(${reconcileAt}, now()) END)`;
   return {
-    next_sync_at: sql<Date>`CASE WHEN resync_requested_at > leased_at THEN '-infinity'::timestamptz ELSE ${next} END`,
-    priority: sql<number>`CASE WHEN resync_requested_at > leased_at THEN 0 ELSE 2 END`,
-    lease_owner: null,
-    leased_at: null,
-    lease_expires_at: null,
-    ...(attempt === 'failed' ? {} : { reconcile_due_at: reconcileAt }),
-    reconcile_next_at: null,
+    next_sync_at: whileLeaseHeld(
+      leaseOwner,
+      'next_sync_at',
+      sql<Date>`CASE WHEN resync_requested_at > leased_at THEN '-infinity'::timestamptz ELSE ${next} END`,
+    ),
+    priority: whileLeaseHeld(
+      leaseOwner,
+      'priority',
+      sql<number>`CASE WHEN resync_requested_at > leased_at THEN 0 ELSE 2 END`,
+    ),
+    lease_owner: whileLeaseHeld(leaseOwner, 'lease_owner', sql<string | null>`NULL`),
+    leased_at: whileLeaseHeld(leaseOwner, 'leased_at', sql<Date | null>`NULL`),
+    lease_expires_at: whileLeaseHeld(leaseOwner, 'lease_expires_at', sql<Date | null>`NULL`),
+    ...(attempt === 'failed'
+      ? {}
+      : { reconcile_due_at: whileLeaseHeld(leaseOwner, 'reconcile_due_at', reconcileAt) }),
+    reconcile_next_at: whileLeaseHeld(leaseOwner, 'reconcile_next_at', sql<Date | null>`NULL`),
   };
+}
+
+/**
+ * `value` when the attempt's lease is still `leaseOwner`'s (or no one's), else the column as it
+ * is: those columns belong to whoever holds the lease now (see `NextSync.leaseOwner`).
+ */
+function whileLeaseHeld<T>(
+  leaseOwner: string | undefined,
+  column: string,
+  value: RawBuilder<T>,
+): RawBuilder<T> {
+  if (leaseOwner === undefined) return value;
+  return sql<T>`CASE WHEN lease_owner IS NULL OR lease_owner = ${leaseOwner} THEN ${value} ELSE ${sql.ref(column)} END`;
 }
 
 /** When to look at a failed account again. */
@@ -197,7 +226,13 @@ export type RetryAfter =
 export async function recordFailure(
   db: Kysely<Database>,
   accountId: string,
-  opts: { status: 'failing' | 'missing'; error: string; retryAfter: RetryAfter },
+  opts: {
+    status: 'failing' | 'missing';
+    error: string;
+    retryAfter: RetryAfter;
+    /** The replica whose claim started the attempt; see `NextSync.leaseOwner`. */
+    leaseOwner?: string;
+  },
 ): Promise<void> {
   const delayMs =
     'fixedMs' in opts.retryAfter
@@ -209,14 +244,22 @@ export async function recordFailure(
     .updateTable('tim.accounts')
     .set((eb) => {
       const missing = sql<boolean>`(${opts.status}::text = 'missing' OR status = 'missing')`;
-      const after = afterSync(sql<Date>`now() + ${delayMs} * interval '1 millisecond'`, 'failed');
+      const after = afterSync(
+        sql<Date>`now() + ${delayMs} * interval '1 millisecond'`,
+        'failed',
+        opts.leaseOwner,
+      );
       return {
         status: sql<AccountStatus>`CASE WHEN ${missing} THEN 'missing' ELSE 'failing' END`,
         last_error: opts.error.slice(0, 1000),
         last_attempt_at: sql`now()`,
         failures: eb('failures', '+', 1),
         ...after,
-        priority: sql<number>`CASE WHEN resync_requested_at > leased_at THEN 0 WHEN ${missing} THEN 3 ELSE 2 END`,
+        priority: whileLeaseHeld(
+          opts.leaseOwner,
+          'priority',
+          sql<number>`CASE WHEN resync_requested_at > leased_at THEN 0 WHEN ${missing} THEN 3 ELSE 2 END`,
+        ),
       };
     })
     .where('account_id', '=', accountId)

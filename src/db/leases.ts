@@ -46,7 +46,7 @@ type Row = {
   reconcile: boolean | null;
 };
 
-function toState(r: Row): AccountSyncState {
+function toState(r: Row, leaseOwner: string): AccountSyncState {
   return {
     accountId: r.account_id,
     standardSequence: r.standard_sequence,
@@ -55,6 +55,7 @@ function toState(r: Row): AccountSyncState {
     neverSynced: r.never_synced,
     ...(r.never_synced ? {} : { friendCount: r.friend_count }),
     ...(r.reconcile === true ? { reconcile: true } : {}),
+    leaseOwner,
   };
 }
 
@@ -136,7 +137,7 @@ export async function claimDueAccounts(
               a.last_synced_at IS NULL AS never_synced, a.friend_count, ${reconcile.flag} AS reconcile`.execute(
     db,
   );
-  return res.rows.map(toState);
+  return res.rows.map((r) => toState(r, opts.owner));
 }
 
 /**
@@ -164,7 +165,7 @@ export async function claimAccount(
     db,
   );
   const row = res.rows[0];
-  if (row) return toState(row);
+  if (row) return toState(row, opts.owner);
   const exists = await db
     .selectFrom('tim.accounts')
     .select('account_id')

@@ -87,6 +87,13 @@ export interface NextSync {
   intervalMs: number;
   /** ± this fraction of random spread, so accounts synced together do not come due together. Default 0.1. */
   jitter?: number;
+  /**
+   * The replica whose claim started this attempt. Its finish releases the lease and sets when the
+   * account is due only while the lease is still that replica's (or no one's): a replica that stalled
+   * past its lease must not release the lease of the one that took the account over, which would let
+   * a third claim it mid-sync. Absent (an attempt without a claim): the finish always releases.
+   */
+  leaseOwner?: string;
 }
 
 /** Row counts written by one apply. */

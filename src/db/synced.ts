@@ -18,7 +18,11 @@ function nextSyncAt(s: NextSync) {
 
 /** Two schedules that store the same next sync. */
 export function sameSchedule(a: NextSync, b: NextSync): boolean {
-  return a.intervalMs === b.intervalMs && (a.jitter ?? DEFAULT_JITTER) === (b.jitter ?? DEFAULT_JITTER);
+  return (
+    a.intervalMs === b.intervalMs &&
+    (a.jitter ?? DEFAULT_JITTER) === (b.jitter ?? DEFAULT_JITTER) &&
+    a.leaseOwner === b.leaseOwner
+  );
 }
 
 /** The columns of `tim.accounts` every successful apply writes, besides the data's own. */
@@ -39,7 +43,7 @@ export function syncedStatus(schedule: NextSync) {
     failures: 0,
     last_synced_at: sql<Date>`now()`,
     last_attempt_at: sql<Date>`now()`,
-    ...afterSync(nextSyncAt(schedule)),
+    ...afterSync(nextSyncAt(schedule), 'succeeded', schedule.leaseOwner),
   };
 }
 

@@ -10,7 +10,7 @@ import { type DiscoveryResult, discoverAccounts } from '../db/discovery.js';
 import type { FriendWriter } from '../db/friend-writer.js';
 import type { Database } from '../db/schema.js';
 import { type NextSync, SnapshotConflictError } from '../db/snapshot-types.js';
-import { recordUnchanged } from '../db/synced.js';
+import { DEFAULT_NEXT_SYNC, recordUnchanged } from '../db/synced.js';
 import { TimApiError, TimError, TimHttpError, TimNetworkError, TimTimeoutError } from '../tim/errors.js';
 import { type FriendGetCall, pullFriends } from '../tim/friend-pull.js';
 import { type Drift, driftOf } from './reconcile.js';
@@ -149,6 +149,11 @@ export async function syncAccount(
   let friendIds: string[] | undefined;
   // Released when the apply has committed or the attempt has failed (the `finally` below).
   const hold = deps.rowBudget?.open();
+  // The finish releases this claim's lease only, never one another replica took over meanwhile.
+  const nextSync: NextSync = {
+    ...(deps.nextSync ?? DEFAULT_NEXT_SYNC),
+    ...(state.leaseOwner === undefined ? {} : { leaseOwner: state.leaseOwner }),
+  };
   // A synced account's friend count bounds its first page; a never-synced one's is unknown.
   const firstPage = Math.min(state.friendCount ?? FIRST_PAGE_ROWS, FIRST_PAGE_ROWS);
   // A conflict may mean the account was synced meanwhile: after one, the apply is never a first sync.
@@ -183,7 +188,7 @@ export async function syncAccount(
               state.accountId,
               pull.standardSequence,
               pull.customSequence,
-              deps.nextSync,
+              nextSync,
             ))
           ) {
             throw new SnapshotConflictError('stale', 'stored sequences changed while pulling');
@@ -192,7 +197,7 @@ export async function syncAccount(
         } else {
           const snapshot = rows.snapshot(head, pull);
           const applyStartedAt = performance.now();
-          const applied = await deps.writer.apply(snapshot, deps.nextSync);
+          const applied = await deps.writer.apply(snapshot, nextSync);
           outcome.applyMs = performance.now() - applyStartedAt;
           outcome.friendsWritten = applied.friendsUpserted + applied.friendsDeleted;
           outcome.tagsWritten = applied.tagsUpserted + applied.tagsDeleted;
@@ -240,6 +245,7 @@ export async function syncAccount(
         retryAfter: missing
           ? { fixedMs: deps.missingRecheckMs ?? 86_400_000, jitter: MISSING_RECHECK_JITTER }
           : (deps.failureBackoff ?? { baseMs: 60_000, capMs: 3_600_000 }),
+        ...(state.leaseOwner === undefined ? {} : { leaseOwner: state.leaseOwner }),
       });
     }
   } finally {
