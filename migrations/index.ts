@@ -12,6 +12,7 @@ import * as reconcile from './2026-11-25T04-00-00_reconcile.js';
 import * as setBasedCascade from './2026-11-25T05-00-00_set_based_cascade.js';
 import * as missingRecheck from './2026-12-03T00-00-00_missing_recheck.js';
 import * as replicaLiveness from './2026-12-03T01-00-00_replica_liveness.js';
+import * as recentErrors from './2026-12-03T02-00-00_recent_errors.js';
 
 export const migrations: Record<string, Migration> = {
   '2026-11-25T00-00-00_initial': initial,
@@ -22,4 +23,5 @@ export const migrations: Record<string, Migration> = {
   '2026-11-25T05-00-00_set_based_cascade': setBasedCascade,
   '2026-12-03T00-00-00_missing_recheck': missingRecheck,
   '2026-12-03T01-00-00_replica_liveness': replicaLiveness,
+  '2026-12-03T02-00-00_recent_errors': recentErrors,
 };

@@ -10,6 +10,7 @@
 --   2026-11-25T05-00-00_set_based_cascade
 --   2026-12-03T00-00-00_missing_recheck
 --   2026-12-03T01-00-00_replica_liveness
+--   2026-12-03T02-00-00_recent_errors
 
 CREATE SCHEMA tim;
 
@@ -56,6 +57,7 @@ ALTER TABLE tim.accounts ADD CONSTRAINT accounts_status_check CHECK ((status = A
 CREATE INDEX accounts_claim_idx ON tim.accounts USING btree (priority, next_sync_at) WHERE (status <> 'disabled'::text);
 CREATE INDEX accounts_lease_owner_idx ON tim.accounts USING btree (lease_owner) WHERE (lease_owner IS NOT NULL);
 CREATE UNIQUE INDEX accounts_pkey ON tim.accounts USING btree (account_id);
+CREATE INDEX accounts_recent_errors_idx ON tim.accounts USING btree (last_attempt_at DESC) WHERE (last_error IS NOT NULL);
 CREATE TRIGGER account_totals_delete AFTER DELETE ON tim.accounts REFERENCING OLD TABLE AS old_rows FOR EACH STATEMENT EXECUTE FUNCTION tim.account_totals_add();
 CREATE TRIGGER account_totals_insert AFTER INSERT ON tim.accounts REFERENCING NEW TABLE AS new_rows FOR EACH STATEMENT EXECUTE FUNCTION tim.account_totals_add();
 CREATE TRIGGER account_totals_truncate AFTER TRUNCATE ON tim.accounts FOR EACH STATEMENT EXECUTE FUNCTION tim.account_totals_truncate();

@@ -14,6 +14,7 @@ import {
   SCHEMA_DUMP_COMMAND,
   SCHEMA_DUMP_PATH,
 } from '../scripts/lib/schema-dump.js';
+import { latestErrors } from '../src/db/accounts.js';
 import { migrateToLatest } from '../src/db/migrate.js';
 import { createDb } from '../src/db/pool.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
@@ -49,6 +50,23 @@ describe('the migrated schema', () => {
       `${SCHEMA_DUMP_PATH} is not the schema the migrations make (PostgreSQL ${server}; - checked in, + migrated). ` +
         `After changing a migration, run \`${SCHEMA_DUMP_COMMAND}\` and commit the file with it`,
     ).toBe(checkedIn);
+  });
+
+  it('lists the latest errors from their partial index, whatever the number of healthy accounts', async () => {
+    // The plan the index allows: were the query and accounts_recent_errors_idx to drift apart, the
+    // cheapest plan left would read every account (or the whole primary key) and sort.
+    const db = createDb(database.url, { maxConnections: 1 });
+    try {
+      const q = latestErrors(db, 10).compile();
+      await client.query('set enable_seqscan = off');
+      const plan = await client.query<{ 'QUERY PLAN': string }>(`EXPLAIN ${q.sql}`, [...q.parameters]);
+      expect(plan.rows.map((r) => r['QUERY PLAN']).join('\n')).toMatch(
+        /Index Scan using accounts_recent_errors_idx/,
+      );
+    } finally {
+      await client.query('reset enable_seqscan');
+      await db.destroy();
+    }
   });
 
   it('is read the same whatever the session search_path, and leaves it as it was', async () => {

@@ -2,7 +2,7 @@
  * `friend-mirror status` and `friend-mirror resync`.
  */
 import { type Kysely, sql } from 'kysely';
-import { requestResync } from '../db/accounts.js';
+import { latestErrors, requestResync } from '../db/accounts.js';
 import type { AccountStatus, Database } from '../db/schema.js';
 import { type CommandContext, EXIT, UsageError } from './context.js';
 
@@ -100,13 +100,7 @@ export async function readStatus(db: Kysely<Database>): Promise<MirrorStatus> {
     callsPerSecond: r.calls_per_second,
     heartbeatAgeSeconds: r.age,
   }));
-  const errors = await db
-    .selectFrom('tim.accounts')
-    .select(['account_id', 'status', 'last_error', 'last_attempt_at'])
-    .where('last_error', 'is not', null)
-    .orderBy('last_attempt_at', 'desc')
-    .limit(10)
-    .execute();
+  const errors = await latestErrors(db, 10).execute();
   st.recentErrors = errors.map((e) => ({
     accountId: e.account_id,
     status: e.status,

@@ -266,6 +266,21 @@ export async function recordFailure(
     .execute();
 }
 
+/**
+ * The accounts whose last attempt failed, newest first, as `status` and the status page list them:
+ * a query to `.execute()`.
+ */
+export function latestErrors(db: Kysely<Database>, limit: number) {
+  // Served by accounts_recent_errors_idx, which holds only accounts with an error: the query and the
+  // index must keep the same WHERE and ORDER BY (test/schema.test.ts checks the plan).
+  return db
+    .selectFrom('tim.accounts')
+    .select(['account_id', 'status', 'last_error', 'last_attempt_at'])
+    .where('last_error', 'is not', null)
+    .orderBy('last_attempt_at', 'desc')
+    .limit(limit);
+}
+
 /** Account counts by status, for `status` and the demo. */
 export async function countByStatus(db: Kysely<Database>): Promise<Record<AccountStatus, number>> {
   const rows = await db

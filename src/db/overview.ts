@@ -4,7 +4,7 @@
  * one pass over `tim.accounts` at most; the caller caches the answer, since the page polls.
  */
 import { type Kysely, sql } from 'kysely';
-import { countByStatus } from './accounts.js';
+import { countByStatus, latestErrors } from './accounts.js';
 import type { AccountStatus, Database } from './schema.js';
 
 /** A live replica as the status page lists it. */
@@ -110,13 +110,7 @@ export async function readOverview(db: Kysely<Database>, opts: { intervalMs: num
       SELECT replica_id, hostname, calls_per_second, peers,
              extract(epoch FROM now() - heartbeat_at)::float8 AS age
       FROM tim.live_replicas ORDER BY replica_id`.execute(db),
-    db
-      .selectFrom('tim.accounts')
-      .select(['account_id', 'status', 'last_error', 'last_attempt_at'])
-      .where('last_error', 'is not', null)
-      .orderBy('last_attempt_at', 'desc')
-      .limit(OVERVIEW_ERRORS)
-      .execute(),
+    latestErrors(db, OVERVIEW_ERRORS).execute(),
   ]);
   const a = agg.rows[0]!;
   const accountsPerSecond = a.attempted_last_minute / 60;
