@@ -152,9 +152,12 @@ describe('three replicas sharing one budget', () => {
       TIM_SECRET_KEY: KEY,
       TIM_BASE_URL: baseUrl,
       TIM_RATE_LIMIT: String(LIMIT),
-      // Three replicas, Postgres, the simulator and other test files share two cores in CI, so
-      // sends leave later than on a quiet host: twice the default allowance covers that.
-      TIM_RATE_JITTER_MS: '40',
+      // Three replicas, Postgres, the simulator and other test files share two cores in CI, and the
+      // simulator stamps a call when its own event loop gets to it, at normal priority (the bench
+      // raises it; tests do not). At 40 ms, CI saw 60007s in the warm-up even with the simulator in
+      // its own process: seven, within 40 ms of each other. The allowance covers stamps that late,
+      // which Tencent's would not be; what it costs in rate is the bench's to measure.
+      TIM_RATE_JITTER_MS: '150',
       // SYNC_CONCURRENCY is left at its default (64). With 24 per replica the first syncs ran at
       // 92.3-94.0% with 1.8 cores busy (2 runs); with 64, at 95.8-96.0% with 1.56-1.71 (4 runs).
       SYNC_INTERVAL: '1h',
