@@ -16,7 +16,12 @@ import { once } from 'node:events';
 import { pathToFileURL } from 'node:url';
 import { afterAll, beforeAll, describe, expect, it } from 'vitest';
 import { maxInWindow } from '../src/simulator/index.js';
-import { controlRequest, type SimulatorProcess, spawnSimulator } from '../src/simulator/process.js';
+import {
+  controlRequest,
+  type SimulatorProcess,
+  simulatorCallLog,
+  spawnSimulator,
+} from '../src/simulator/process.js';
 import type * as CallThreadModule from '../src/sync/call-thread.js';
 import type * as LimiterModule from '../src/sync/limiter.js';
 import type * as ClientModule from '../src/tim/client.js';
@@ -70,15 +75,8 @@ describe('call thread (compiled worker)', () => {
   let accounts: string[];
   const open: CallThread[] = [];
 
-  const simCalls = async () =>
-    (
-      await controlRequest<{ calls: { at: number; errorCode: number; account?: string }[] }>(
-        sim.baseUrl,
-        'GET',
-        '/__sim/calls?limit=100000',
-      )
-    ).calls;
-  const clearCalls = () => controlRequest(sim.baseUrl, 'POST', '/__sim/clear-calls', {});
+  const simCalls = () => simulatorCallLog(sim.baseUrl).calls();
+  const clearCalls = () => simulatorCallLog(sim.baseUrl).clearCalls();
   const simConfig = (patch: Record<string, unknown>) =>
     controlRequest(sim.baseUrl, 'POST', '/__sim/config', patch);
   const inject = (kind: string, count = 1) =>

@@ -19,7 +19,13 @@ import { addAccounts } from '../src/db/accounts.js';
 import { migrateToLatest } from '../src/db/migrate.js';
 import { createDb } from '../src/db/pool.js';
 import { maxInWindow } from '../src/simulator/index.js';
-import { controlRequest, type SimulatorProcess, spawnSimulator } from '../src/simulator/process.js';
+import {
+  controlRequest,
+  type SimulatorCallLog,
+  type SimulatorProcess,
+  simulatorCallLog,
+  spawnSimulator,
+} from '../src/simulator/process.js';
 import { buildCli } from './fixtures/build.js';
 import { createTestDatabase, type TestDatabase } from './support/db.js';
 
@@ -56,19 +62,11 @@ describe('three replicas sharing one budget', () => {
   let env: Record<string, string>;
   let ids: string[];
 
-  /** The simulator's call log (every call since the last {@link clearCalls}), over its control API. */
-  const simCalls = async () =>
-    (
-      await controlRequest<{ calls: { at: number; errorCode: number; account?: string }[] }>(
-        sim.baseUrl,
-        'GET',
-        '/__sim/calls?limit=1000000',
-      )
-    ).calls;
-  /** The most calls the simulator stamped in any one second since the last {@link clearCalls}. */
-  const busiestSecond = async () =>
-    (await controlRequest<{ maxCallsInWindow: number }>(sim.baseUrl, 'GET', '/__sim/stats')).maxCallsInWindow;
-  const clearCalls = () => controlRequest(sim.baseUrl, 'POST', '/__sim/clear-calls', {});
+  /** The simulator's calls since the last clear, over its control API (set once it is started). */
+  let log: SimulatorCallLog;
+  const simCalls = () => log.calls();
+  const busiestSecond = async () => (await log.stats()).maxCallsInWindow;
+  const clearCalls = () => log.clearCalls();
 
   function startReplica(n: number): Replica {
     const child = spawn(process.execPath, [cli, 'run'], {
@@ -137,6 +135,7 @@ describe('three replicas sharing one budget', () => {
       TIM_SECRET_KEY: KEY,
       LOG_LEVEL: 'warn',
     });
+    log = simulatorCallLog(sim.baseUrl);
     const all = (await controlRequest<{ accounts: string[] }>(sim.baseUrl, 'GET', '/__sim/accounts'))
       .accounts;
     const warmIds = all.slice(0, WARM_ACCOUNTS);

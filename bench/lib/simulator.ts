@@ -6,8 +6,12 @@
 import { once } from 'node:events';
 import { setPriority } from 'node:os';
 import { fileURLToPath } from 'node:url';
-import type { CallRecord, SimulatorStats } from '../../src/simulator/index.js';
-import { controlRequest, spawnSimulator } from '../../src/simulator/process.js';
+import {
+  controlRequest,
+  type SimulatorCallLog,
+  simulatorCallLog,
+  spawnSimulator,
+} from '../../src/simulator/process.js';
 
 /** Settings of the simulated app (the `SIM_*` variables of `friend-mirror simulate`). */
 export interface SimSettings {
@@ -26,8 +30,8 @@ export interface SimSettings {
   cpuProfDir?: string | undefined;
 }
 
-/** A running simulator process. */
-export interface SimProcess {
+/** A running simulator process, with its call log (see `simulatorCallLog`). */
+export interface SimProcess extends SimulatorCallLog {
   baseUrl: string;
   pid: number;
   /** Whether it runs at raised priority (see {@link startSimulator}). */
@@ -36,10 +40,6 @@ export interface SimProcess {
   env: Record<string, string>;
   get<T>(path: string): Promise<T>;
   post<T>(path: string, body: unknown): Promise<T>;
-  /** Every logged call since the last `clearCalls()`, oldest first. */
-  calls(): Promise<CallRecord[]>;
-  clearCalls(): Promise<void>;
-  stats(): Promise<SimulatorStats & { maxCallsInWindow: number }>;
   stop(): Promise<void>;
 }
 
@@ -96,11 +96,7 @@ export async function startSimulator(s: SimSettings): Promise<SimProcess> {
     env: simEnv,
     get: (path) => request('GET', path),
     post: (path, body) => request('POST', path, body),
-    calls: async () => (await request<{ calls: CallRecord[] }>('GET', '/__sim/calls?limit=100000000')).calls,
-    clearCalls: async () => {
-      await request('POST', '/__sim/clear-calls', {});
-    },
-    stats: () => request('GET', '/__sim/stats'),
+    ...simulatorCallLog(baseUrl),
     stop: async () => {
       if (child.exitCode !== null || child.signalCode !== null) return;
       const gone = once(child, 'exit');

@@ -5,6 +5,8 @@
 import { type ChildProcess, spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
+import type { CallRecord } from './call-log.js';
+import type { SimulatorStats } from './server.js';
 
 /** A started simulator process and the base URL it listens at. */
 export interface SimulatorProcess {
@@ -66,4 +68,25 @@ export async function controlRequest<T>(
   if (!res.ok)
     throw new Error(`simulator ${method} ${path} answered HTTP ${res.status}: ${await res.text()}`);
   return (await res.json()) as T;
+}
+
+/** What a test or the bench reads of a running simulator's calls, over its control API. */
+export interface SimulatorCallLog {
+  /** Every logged call since the last {@link clearCalls}, oldest first. */
+  calls(): Promise<CallRecord[]>;
+  clearCalls(): Promise<void>;
+  /** Its counters, with the most calls it stamped in any one second since the last clear. */
+  stats(): Promise<SimulatorStats & { maxCallsInWindow: number }>;
+}
+
+/** The call log of the simulator at `baseUrl` (`GET /__sim/calls`, `/__sim/stats`, `POST /__sim/clear-calls`). */
+export function simulatorCallLog(baseUrl: string): SimulatorCallLog {
+  return {
+    calls: async () =>
+      (await controlRequest<{ calls: CallRecord[] }>(baseUrl, 'GET', '/__sim/calls?limit=100000000')).calls,
+    clearCalls: async () => {
+      await controlRequest(baseUrl, 'POST', '/__sim/clear-calls', {});
+    },
+    stats: () => controlRequest(baseUrl, 'GET', '/__sim/stats'),
+  };
 }
