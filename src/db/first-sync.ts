@@ -13,7 +13,6 @@
 import { type Kysely, sql } from 'kysely';
 import type pg from 'pg';
 import { copyIn, FRIEND_COPY_COLUMNS, TAG_COPY_COLUMNS } from './copy.js';
-import { baselineEvent } from './history.js';
 import type { Database } from './schema.js';
 import {
   type ApplyResult,
@@ -22,7 +21,7 @@ import {
   SnapshotConflictError,
   type SnapshotHead,
 } from './snapshot-types.js';
-import { syncedColumns, syncedStatus } from './synced.js';
+import { syncedStatus } from './synced.js';
 
 const COPY_FRIENDS = `COPY tim.friends ${FRIEND_COPY_COLUMNS} FROM STDIN`;
 const COPY_TAGS = `COPY tim.friend_tags ${TAG_COPY_COLUMNS} FROM STDIN`;
@@ -118,9 +117,7 @@ export async function firstSyncsByCopy(
     const tags = passed.flatMap((f) => f.rows.tags);
     if (friends.length > 0) await copyIn(client, COPY_FRIENDS, friends);
     if (tags.length > 0) await copyIn(client, COPY_TAGS, tags);
-    const finish = (
-      passed.length === 1 ? finishOne(db, passed[0]!, schedule) : finishMany(passed, schedule)
-    ).compile(db);
+    const finish = finishStatement(passed, schedule).compile(db);
     await client.query(finish.sql, finish.parameters as unknown[]);
     await client.query('COMMIT');
     return syncs.map(
@@ -151,25 +148,11 @@ export async function firstSyncsByCopy(
   }
 }
 
-/** The history's baseline and the account's sequences, for one account: plain parameters. */
-function finishOne(db: Kysely<Database>, f: FirstSync, schedule: NextSync) {
-  const { friendCount, tagCount } = f.rows;
-  return sql`
-    WITH e AS (${baselineEvent(f.head, friendCount)} RETURNING 1)
-    ${db
-      .updateTable('tim.accounts')
-      .set({
-        ...syncedColumns(f.head, friendCount, schedule),
-        ...(friendCount + tagCount > 0 ? { last_changed_at: sql<Date>`now()` } : {}),
-      })
-      .where('account_id', '=', f.head.accountId)}`;
-}
-
 /**
- * {@link finishOne} for several accounts in one statement, their values as arrays unnested into
- * rows. (For one account the plain form costs Postgres less to plan and run.)
+ * The history's baseline of each account and its sequences, in one statement whatever the number
+ * of accounts: their values as arrays, unnested into rows.
  */
-function finishMany(syncs: readonly FirstSync[], schedule: NextSync) {
+function finishStatement(syncs: readonly FirstSync[], schedule: NextSync) {
   const ids = syncs.map((f) => f.head.accountId);
   const std = syncs.map((f) => f.head.standardSequence);
   const cus = syncs.map((f) => f.head.customSequence);

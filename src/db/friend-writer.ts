@@ -106,7 +106,8 @@ export class FriendWriter {
   /**
    * Applies a snapshot and stores its sequences in the same transaction, so the stored sequences
    * are never ahead of the data. A first sync goes by COPY, in one transaction with the first syncs
-   * waiting for a slot beside it; every other apply goes the general way. A snapshot of row objects is encoded here; an encoded one ({@link formatFor}) is written as it is.
+   * waiting for a slot beside it; every other apply goes the general way. A snapshot of row objects
+   * is encoded here; an encoded one ({@link formatFor}) is written as it is.
    *
    * @throws SnapshotConflictError when the account's stored sequences differ from the snapshot's base
    *   (someone else synced it meanwhile), custom tags name friends the mirror lacks (drift), or the
